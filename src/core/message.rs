@@ -1,0 +1,140 @@
+//! The one message enum replicas exchange, and what the core exchanges with clients.
+//!
+//! Every field's doc says what its zero or `None` means. The same types are encoded with
+//! postcard on the wire (see `transport`) and, for [`Record`](super::Record), on disk.
+
+use super::types::{Ballot, RequestId, Slot, Uid, Value};
+use serde::{Deserialize, Serialize};
+
+/// A half-open range `[start, end)` of decided slots above a hole in the decided prefix.
+pub type SlotRange = (Slot, Slot);
+
+/// One entry a promising acceptor reports in phase 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromiseEntry {
+    pub slot: Slot,
+    /// The ballot the value was accepted in; `None` means the acceptor knows the slot is
+    /// decided with this value, which outranks every ballot.
+    pub accepted_in: Option<Ballot>,
+    pub value: Value,
+}
+
+/// Peer-to-peer protocol messages. The sender's uid travels in the envelope (transport
+/// handshake, or the simulator), not in the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// Phase 1a: "promise me `ballot`, and tell me what you accepted from `from_slot` on".
+    /// Re-sent with the same ballot and a higher `from_slot` to fetch the next chunk.
+    Prepare { ballot: Ballot, from_slot: Slot },
+    /// Phase 1b: the acceptor has durably promised `ballot`.
+    Promise {
+        ballot: Ballot,
+        /// The acceptor's decided prefix: every slot below it is decided there (0: none).
+        decided_upto: Slot,
+        /// Accepted or decided entries at slots `>= max(from_slot, decided_upto)`, in slot
+        /// order, at most one chunk of them.
+        entries: Vec<PromiseEntry>,
+        /// `None`: this was the last chunk. `Some(s)`: more entries start at slot `s`.
+        next_slot: Option<Slot>,
+    },
+    /// A Prepare, Accept or Heartbeat for `ballot` was refused.
+    Reject {
+        /// The ballot that was refused.
+        ballot: Ballot,
+        /// The rejecting acceptor's promised ballot.
+        promised: Ballot,
+        /// `Some(uid)`: refused because the acceptor heard leader `uid` within
+        /// `timeout_ms` (leader stickiness). `None`: refused for a lower ballot only.
+        live_leader: Option<Uid>,
+    },
+    /// Phase 2a: accept `values` at slots `first_slot..first_slot + values.len()`.
+    /// Also carries the leader's decisions.
+    Accept {
+        ballot: Ballot,
+        first_slot: Slot,
+        values: Vec<Value>,
+        /// The leader's decided prefix (every slot below it is chosen).
+        commit: Slot,
+        /// Slots the leader knows are chosen above `commit` (at most a bounded number of ranges).
+        decided_above: Vec<SlotRange>,
+    },
+    /// Phase 2b: the acceptor durably accepted `count` slots from `first_slot` in `ballot`.
+    Accepted {
+        ballot: Ballot,
+        first_slot: Slot,
+        count: u64,
+        /// The acceptor's decided prefix, so the leader knows who lags.
+        decided_upto: Slot,
+    },
+    /// Sent by the leader every `heartbeat_ms`: "I am alive, this is what is decided".
+    Heartbeat {
+        ballot: Ballot,
+        commit: Slot,
+        decided_above: Vec<SlotRange>,
+    },
+    /// "Send me decided entries from `from_slot` on."
+    CatchUpRequest { from_slot: Slot },
+    /// Decided entries in slot order (holes skipped), at most one chunk.
+    CatchUp {
+        entries: Vec<(Slot, Value)>,
+        /// The sender's decided prefix: the requester is caught up once it reaches it.
+        decided_upto: Slot,
+    },
+}
+
+impl PeerMessage {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PeerMessage::Prepare { .. } => "prepare",
+            PeerMessage::Promise { .. } => "promise",
+            PeerMessage::Reject { .. } => "reject",
+            PeerMessage::Accept { .. } => "accept",
+            PeerMessage::Accepted { .. } => "accepted",
+            PeerMessage::Heartbeat { .. } => "heartbeat",
+            PeerMessage::CatchUpRequest { .. } => "catchup_request",
+            PeerMessage::CatchUp { .. } => "catchup",
+        }
+    }
+}
+
+/// The driver's handle for a waiting client (a connection id); opaque to the core.
+pub type ClientRef = u64;
+
+/// The core's answer to one client submit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmitReply {
+    /// The request is chosen (durable on a majority) and first appears at `slot`.
+    Committed { id: RequestId, slot: Slot },
+    /// This replica is not the leader; try `leader` if known (`None`: unknown, e.g. an
+    /// election is running).
+    NotLeader { id: RequestId, leader: Option<Uid> },
+    /// The request is refused for good (e.g. too large); retrying will not help.
+    Rejected { id: RequestId, reason: String },
+}
+
+impl SubmitReply {
+    pub fn id(&self) -> RequestId {
+        match self {
+            SubmitReply::Committed { id, .. }
+            | SubmitReply::NotLeader { id, .. }
+            | SubmitReply::Rejected { id, .. } => *id,
+        }
+    }
+}
+
+/// A durable fact the core asks storage to record before anything in the same
+/// [`Ready`](super::Ready) is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// The acceptor promised `ballot` (never lower than a previous promise).
+    Promise(Ballot),
+    /// The acceptor accepted `value` at `slot` in `ballot` (replaces an older accept).
+    Accepted {
+        slot: Slot,
+        ballot: Ballot,
+        value: Value,
+    },
+    /// `slot` is decided with `value` (never changes once written).
+    Decided { slot: Slot, value: Value },
+}

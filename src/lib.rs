@@ -1,0 +1,16 @@
+//! paxos: a replicated, crash-recoverable chat log agreed by Multi-Paxos.
+//!
+//! Crate map (data flows down, events flow up):
+//! - [`core`]: the pure Paxos state machine (`Replica::step` -> `Ready`), no IO.
+//! - [`storage`]: durable state in Paxos terms; sled backend and an in-memory one.
+//! - [`transport`]: TCP framing (`len | crc32 | postcard`), handshake, peer links.
+//! - [`node`]: the tokio driver that batches inputs, steps the core, persists, then sends.
+//! - [`client`]: the client library used by `paxosctl` (leader discovery, retries, ids).
+//! - [`config`]: `config.toml`, defaults, validation naming the bad field.
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod storage;
+
+pub use error::{Error, Result};
