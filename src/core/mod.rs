@@ -22,7 +22,8 @@
 //! - Phase 2: the leader accepts its own proposal (persisted with the same Ready) and
 //!   pipelines Accept(ballot, first_slot, values[]) batches, up to `inflight_slots_max`
 //!   slots in flight. A slot is chosen with a majority of Accepted in one ballot; its
-//!   clients are answered then.
+//!   clients are answered once the decided prefix passes it (the first slot of a
+//!   request is final only then).
 //! - Decisions ride on Accept and Heartbeat: the decided prefix (`commit`) and ranges of
 //!   decided slots above a hole. A follower decides a slot from them only if it accepted
 //!   that slot in the same ballot; anything else is fetched by chunked catch-up.

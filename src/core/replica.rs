@@ -209,6 +209,9 @@ pub struct Replica {
     first_slot_of: HashMap<RequestId, Slot>,
     /// The highest decided prefix each peer has advertised.
     peer_decided_upto: Vec<Slot>,
+    /// Clients of chosen requests, answered once the decided prefix passes the request:
+    /// only then is its first slot in the log final (a retry may have landed twice).
+    awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
     catch_up: Option<CatchUpProgress>,
     ready: Ready,
 }
@@ -227,6 +230,7 @@ impl Replica {
             state.promised.is_none() && state.accepted.is_empty() && state.decided.is_empty();
         let mut replica = Replica {
             peer_decided_upto: vec![0; config.replicas],
+            awaiting_apply: HashMap::new(),
             config,
             now_ms,
             promised: Ballot::ZERO,
@@ -255,7 +259,12 @@ impl Replica {
         // A batch may have been cut by a crash after an accept but before its promise:
         // an accept in ballot b implies a promise of b.
         let accepted_max = state.accepted.values().map(|(b, _)| *b).max();
-        replica.promised = state.promised.into_iter().chain(accepted_max).max().unwrap_or_default();
+        replica.promised = state
+            .promised
+            .into_iter()
+            .chain(accepted_max)
+            .max()
+            .unwrap_or_default();
         replica.max_round_seen = replica.promised.round;
         for (slot, value) in state.decided {
             replica.learn_decided(slot, value);
@@ -539,7 +548,10 @@ impl Replica {
     /// until a majority of the others has promised: until then it keeps following a live
     /// leader it hears, so a partitioned replica cannot depose a healthy one.
     fn start_campaign(&mut self) {
-        let ballot = Ballot::new(self.max_round_seen.max(self.promised.round) + 1, self.config.uid);
+        let ballot = Ballot::new(
+            self.max_round_seen.max(self.promised.round) + 1,
+            self.config.uid,
+        );
         self.max_round_seen = ballot.round;
         let from_slot = self.decided_upto;
         let mut progress = vec![None; self.config.replicas];
@@ -598,7 +610,12 @@ impl Replica {
             campaign.decided_upto_max = (decided_upto, from);
         }
         for entry in entries {
-            rank_entry(&mut campaign.reported, entry.slot, entry.accepted_in, entry.value);
+            rank_entry(
+                &mut campaign.reported,
+                entry.slot,
+                entry.accepted_in,
+                entry.value,
+            );
         }
         match ask_next {
             Some(from_slot) => self.send(from, PeerMessage::Prepare { ballot, from_slot }),
@@ -779,7 +796,13 @@ impl Replica {
         self.learn_commit(from, ballot, commit, decided_above);
     }
 
-    fn on_heartbeat(&mut self, from: Uid, ballot: Ballot, commit: Slot, decided_above: &[SlotRange]) {
+    fn on_heartbeat(
+        &mut self,
+        from: Uid,
+        ballot: Ballot,
+        commit: Slot,
+        decided_above: &[SlotRange],
+    ) {
         if !self.hear_leader(from, ballot) {
             return;
         }
@@ -789,7 +812,13 @@ impl Replica {
     /// A leader of `ballot` says slots below `commit` and in `decided_above` are chosen.
     /// A slot is marked decided only if we accepted it in that same ballot (then our value
     /// is the chosen one); anything else is fetched by catch-up.
-    fn learn_commit(&mut self, leader: Uid, ballot: Ballot, commit: Slot, decided_above: &[SlotRange]) {
+    fn learn_commit(
+        &mut self,
+        leader: Uid,
+        ballot: Ballot,
+        commit: Slot,
+        decided_above: &[SlotRange],
+    ) {
         let mut learned: Vec<Slot> = Vec::new();
         if commit > self.decided_upto {
             learned.extend(
@@ -827,18 +856,28 @@ impl Replica {
                 body.len(),
                 self.config.body_bytes_max
             );
-            self.ready.replies.push((client, SubmitReply::Rejected { id, reason }));
+            self.ready
+                .replies
+                .push((client, SubmitReply::Rejected { id, reason }));
             return;
         }
         if let Some(slot) = self.first_slot_of.get(&id) {
             let slot = *slot;
-            self.ready.replies.push((client, SubmitReply::Committed { id, slot }));
+            if slot < self.decided_upto {
+                self.ready
+                    .replies
+                    .push((client, SubmitReply::Committed { id, slot }));
+            } else {
+                self.awaiting_apply.entry(id).or_default().push(client);
+            }
             return;
         }
         let leader = self.leader;
         let queue_max = self.config.queue_max;
         let RoleState::Leader(l) = &mut self.role else {
-            self.ready.replies.push((client, SubmitReply::NotLeader { id, leader }));
+            self.ready
+                .replies
+                .push((client, SubmitReply::NotLeader { id, leader }));
             return;
         };
         if let Some(slot) = l.request_slots.get(&id) {
@@ -854,7 +893,9 @@ impl Replica {
         if l.queue.len() >= queue_max {
             // Overloaded: the client backs off and retries this same leader.
             let leader = Some(self.config.uid);
-            self.ready.replies.push((client, SubmitReply::NotLeader { id, leader }));
+            self.ready
+                .replies
+                .push((client, SubmitReply::NotLeader { id, leader }));
             return;
         }
         l.queue.push_back(Queued {
@@ -870,7 +911,8 @@ impl Replica {
         if !matches!(&self.role, RoleState::Leader(l) if !l.queue.is_empty()) {
             return;
         }
-        let RoleState::Leader(mut l) = std::mem::replace(&mut self.role, RoleState::Follower) else {
+        let RoleState::Leader(mut l) = std::mem::replace(&mut self.role, RoleState::Follower)
+        else {
             return;
         };
         let mut proposed = Vec::new();
@@ -883,7 +925,10 @@ impl Replica {
             }
             let slot = l.next_slot;
             l.next_slot += 1;
-            let value = Value::Msg { id: q.id, body: q.body };
+            let value = Value::Msg {
+                id: q.id,
+                body: q.body,
+            };
             self.propose(&mut l, slot, value, q.clients);
             proposed.push(slot);
         }
@@ -896,7 +941,10 @@ impl Replica {
 
     /// The leader accepts its own proposal (persisted with this Ready, before any send).
     fn propose(&mut self, l: &mut Leadership, slot: Slot, value: Value, clients: Vec<ClientRef>) {
-        debug_assert!(!self.decided.contains_key(&slot), "proposing in decided slot {slot}");
+        debug_assert!(
+            !self.decided.contains_key(&slot),
+            "proposing in decided slot {slot}"
+        );
         debug_assert!(self.promised == l.ballot, "leading a ballot not promised");
         self.ready.records.push(Record::Accepted {
             slot,
@@ -930,7 +978,9 @@ impl Replica {
         let mut batches: Vec<(Slot, Vec<Value>)> = Vec::new();
         let mut bytes = 0;
         for slot in slots {
-            let Some(p) = l.inflight.get(slot) else { continue };
+            let Some(p) = l.inflight.get(slot) else {
+                continue;
+            };
             let size = p.value.size_bytes();
             match batches.last_mut() {
                 Some((first, values))
@@ -967,7 +1017,14 @@ impl Replica {
         }
     }
 
-    fn on_accepted(&mut self, from: Uid, ballot: Ballot, first_slot: Slot, count: u64, decided_upto: Slot) {
+    fn on_accepted(
+        &mut self,
+        from: Uid,
+        ballot: Ballot,
+        first_slot: Slot,
+        count: u64,
+        decided_upto: Slot,
+    ) {
         self.note_peer_decided(from, decided_upto);
         let RoleState::Leader(l) = &mut self.role else {
             return;
@@ -994,7 +1051,10 @@ impl Replica {
         };
         let mut chosen = Vec::new();
         for slot in slots {
-            if l.inflight.get(slot).is_some_and(|p| p.acks.count_ones() as usize >= majority) {
+            if l.inflight
+                .get(slot)
+                .is_some_and(|p| p.acks.count_ones() as usize >= majority)
+            {
                 if let Some(p) = l.inflight.remove(slot) {
                     if let Some(id) = p.value.request_id() {
                         l.request_slots.remove(&id);
@@ -1004,13 +1064,12 @@ impl Replica {
             }
         }
         for (slot, p) in chosen {
-            self.decide(slot, p.value.clone());
             if let Some(id) = p.value.request_id() {
-                let first = self.first_slot_of.get(&id).copied().unwrap_or(slot);
-                for client in p.clients {
-                    self.ready.replies.push((client, SubmitReply::Committed { id, slot: first }));
+                if !p.clients.is_empty() {
+                    self.awaiting_apply.entry(id).or_default().extend(p.clients);
                 }
             }
+            self.decide(slot, p.value);
         }
     }
 
@@ -1097,9 +1156,34 @@ impl Replica {
             end = e;
         }
         if start <= self.decided_upto {
+            let applied_from = self.decided_upto;
             self.decided_upto = self.decided_upto.max(end);
+            self.answer_applied(applied_from);
         } else {
             self.decided_above.insert(start, end);
+        }
+    }
+
+    /// Answers the clients waiting for requests applied in `from..decided_upto`, with the
+    /// request's first slot (final now that every slot below is decided).
+    fn answer_applied(&mut self, from: Slot) {
+        if self.awaiting_apply.is_empty() {
+            return;
+        }
+        let applied: Vec<RequestId> = self
+            .decided
+            .range(from..self.decided_upto)
+            .filter_map(|(_, v)| v.request_id())
+            .collect();
+        for id in applied {
+            if let Some(clients) = self.awaiting_apply.remove(&id) {
+                let slot = self.first_slot_of[&id];
+                for client in clients {
+                    self.ready
+                        .replies
+                        .push((client, SubmitReply::Committed { id, slot }));
+                }
+            }
         }
     }
 
@@ -1193,7 +1277,8 @@ impl Replica {
         }
         match &mut self.role {
             RoleState::Leader(l) => {
-                let heartbeat_due = now.saturating_sub(l.heartbeat_sent_ms) >= self.config.heartbeat_ms;
+                let heartbeat_due =
+                    now.saturating_sub(l.heartbeat_sent_ms) >= self.config.heartbeat_ms;
                 let resend_due = now.saturating_sub(l.resend_scan_ms) >= self.config.heartbeat_ms;
                 if heartbeat_due {
                     self.send_heartbeat();

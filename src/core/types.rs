@@ -16,7 +16,9 @@ pub type Slot = u64;
 ///
 /// The zero ballot `(0, 0)` is the one every acceptor starts promised to, which lets
 /// uid 0 lead it without a phase 1.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Ballot {
     /// Increases with every election attempt; 0 only for the initial ballot.
     pub round: u64,

@@ -1,0 +1,795 @@
+//! Deterministic simulator of N replicas over a simulated network and simulated storage.
+//!
+//! Every schedule comes from one seed: message loss (up to 30%), duplication, reordering
+//! (random delays), partitions that heal, crashes at any step that drop whatever was not
+//! persisted, restarts from storage, and clients that retry with the same request id.
+//! After every step the safety invariants are checked; once faults heal, every submitted
+//! request must commit within a bounded time.
+//!
+//! - `cargo test --test simulator` runs `PAXOS_SIM_SEEDS` seeds (default 2000).
+//! - `PAXOS_SIM_SEED=N cargo test --test simulator replay -- --nocapture` replays one seed
+//!   with a trace of its events.
+
+use paxos::core::{
+    Ballot, Input, PeerMessage, Record, Replica, ReplicaConfig, RequestId, Slot, SubmitReply, Uid,
+    Value,
+};
+use paxos::storage::{MemStorage, Storage};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// SplitMix64: tiny, seedable, identical on every platform and crate version.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// The shape of one schedule, drawn from the seed.
+#[derive(Clone, Debug)]
+struct Scenario {
+    replicas: usize,
+    clients: usize,
+    requests_per_client: u64,
+    loss: f64,
+    duplicate: f64,
+    delay_max_ms: u64,
+    crash_per_ms: f64,
+    crash_in_step: f64,
+    partition_per_ms: f64,
+    /// Faults stop at this time; afterwards the network is clean and everyone is up.
+    faults_end_ms: u64,
+    /// Every request must be committed by this time.
+    deadline_ms: u64,
+    skip_slots: Vec<Slot>,
+}
+
+impl Scenario {
+    fn from_seed(seed: u64, rng: &mut Rng) -> Scenario {
+        let replicas = if seed % 2 == 0 { 3 } else { 5 };
+        let faults_end_ms = rng.range(1_000, 6_000);
+        let skip_slots = if rng.chance(0.2) {
+            vec![rng.range(0, 3), rng.range(4, 8)]
+        } else {
+            Vec::new()
+        };
+        Scenario {
+            replicas,
+            clients: rng.range(1, 6) as usize,
+            requests_per_client: rng.range(3, 40),
+            loss: rng.below(31) as f64 / 100.0,
+            duplicate: rng.below(11) as f64 / 100.0,
+            delay_max_ms: rng.range(1, 20),
+            crash_per_ms: rng.below(4) as f64 / 1000.0,
+            crash_in_step: rng.below(3) as f64 / 1000.0,
+            partition_per_ms: rng.below(3) as f64 / 1000.0,
+            faults_end_ms,
+            deadline_ms: faults_end_ms + 8_000,
+            skip_slots,
+        }
+    }
+}
+
+const HEARTBEAT_MS: u64 = 20;
+const TIMEOUT_MS: u64 = 100;
+const TICK_MS: u64 = 5;
+const CLIENT_RETRY_MS: u64 = 150;
+/// Marks a pending request to resend at once to the redirected target.
+const REDIRECTED: u64 = u64::MAX;
+
+/// What travels on the simulated network.
+#[derive(Clone, Debug)]
+enum Packet {
+    Peer {
+        from: Uid,
+        to: Uid,
+        msg: PeerMessage,
+    },
+    Submit {
+        client: usize,
+        to: Uid,
+        id: RequestId,
+        body: String,
+    },
+    Reply {
+        client: usize,
+        reply: SubmitReply,
+    },
+}
+
+struct Node {
+    replica: Option<Replica>,
+    /// What survived: only records persisted before a crash.
+    storage: MemStorage,
+    down_until: u64,
+    /// Highest promise ever persisted here (invariant: never goes backwards).
+    max_promised: Option<Ballot>,
+}
+
+struct Client {
+    client_id: u64,
+    seq: u64,
+    /// The request in flight: id, body, when it was (re)sent.
+    pending: Option<(RequestId, String, u64)>,
+    target: Uid,
+    next_send_ms: u64,
+}
+
+struct Sim {
+    rng: Rng,
+    sc: Scenario,
+    now: u64,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    net: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    packets: HashMap<usize, Packet>,
+    packet_seq: u64,
+    /// `Some(group)` per replica while partitioned: different groups cannot talk.
+    partition: Option<Vec<u8>>,
+    partition_until: u64,
+    /// The value each slot was decided with, by anyone.
+    chosen: HashMap<Slot, Value>,
+    submitted: HashMap<RequestId, String>,
+    acked: HashMap<RequestId, Slot>,
+    steps: u64,
+    trace: bool,
+}
+
+type Failure = String;
+
+impl Sim {
+    fn new(seed: u64, trace: bool) -> Sim {
+        let mut rng = Rng(seed);
+        let sc = Scenario::from_seed(seed, &mut rng);
+        let mut sim = Sim {
+            rng,
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            now: 0,
+            net: BinaryHeap::new(),
+            packets: HashMap::new(),
+            packet_seq: 0,
+            partition: None,
+            partition_until: 0,
+            chosen: HashMap::new(),
+            submitted: HashMap::new(),
+            acked: HashMap::new(),
+            steps: 0,
+            trace,
+            sc,
+        };
+        for uid in 0..sim.sc.replicas {
+            sim.nodes.push(Node {
+                replica: None,
+                storage: MemStorage::new(),
+                down_until: 0,
+                max_promised: None,
+            });
+            // Replicas start a little apart, in any order.
+            sim.nodes[uid].down_until = sim.rng.below(50);
+        }
+        for c in 0..sim.sc.clients {
+            let target = sim.rng.below(sim.sc.replicas as u64) as Uid;
+            sim.clients.push(Client {
+                client_id: 1000 + c as u64,
+                seq: 0,
+                pending: None,
+                target,
+                next_send_ms: sim.rng.below(100),
+            });
+        }
+        sim
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            println!("[{:>6}ms] {}", self.now, what());
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.sc.replicas / 2 + 1
+    }
+
+    fn faulty(&self) -> bool {
+        self.now < self.sc.faults_end_ms
+    }
+
+    fn connected(&self, a: Uid, b: Uid) -> bool {
+        match &self.partition {
+            Some(groups) => groups[a as usize] == groups[b as usize],
+            None => true,
+        }
+    }
+
+    fn enqueue(&mut self, packet: Packet) {
+        let faulty = self.faulty();
+        if let Packet::Peer { from, to, .. } = &packet {
+            if !self.connected(*from, *to) {
+                return;
+            }
+        }
+        if faulty && self.rng.chance(self.sc.loss) {
+            return;
+        }
+        let copies = if faulty && self.rng.chance(self.sc.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now + self.rng.range(1, self.sc.delay_max_ms);
+            self.packet_seq += 1;
+            let key = self.packet_seq as usize;
+            self.packets.insert(key, packet.clone());
+            self.net.push(Reverse((at, self.packet_seq, key)));
+        }
+    }
+
+    fn replica_config(&self, uid: Uid) -> ReplicaConfig {
+        let mut config = ReplicaConfig::new(uid, self.sc.replicas, HEARTBEAT_MS, TIMEOUT_MS);
+        // Small bounds, so chunking and windows are exercised.
+        config.batch_values_max = 4;
+        config.chunk_entries_max = 3;
+        config.inflight_slots_max = 16;
+        if uid == 0 {
+            config.skip_slots = self.sc.skip_slots.iter().copied().collect();
+        }
+        config
+    }
+
+    fn start_node(&mut self, uid: Uid) -> Result<(), Failure> {
+        let state = self.nodes[uid as usize]
+            .storage
+            .load()
+            .map_err(|e| e.to_string())?;
+        if let (Some(max), Some(loaded)) = (self.nodes[uid as usize].max_promised, state.promised) {
+            if loaded < max {
+                return Err(format!(
+                    "replica {uid} restarted with promise {loaded} below {max}"
+                ));
+            }
+        }
+        let fresh_leader = uid == 0 && state.promised.is_none();
+        let replica = Replica::new(self.replica_config(uid), state, self.now);
+        self.log(|| format!("start replica {uid} (fresh leader: {fresh_leader})"));
+        self.nodes[uid as usize].replica = Some(replica);
+        // A fresh replica's first Ready (marking its store) is persisted at once.
+        self.deliver(uid, None)
+    }
+
+    fn crash(&mut self, uid: Uid) {
+        let down = self.rng.range(20, 600);
+        self.log(|| format!("CRASH replica {uid} for {down}ms"));
+        let node = &mut self.nodes[uid as usize];
+        node.replica = None;
+        node.down_until = self.now + down;
+    }
+
+    /// Steps one replica with `input` (or just takes its Ready), persists, checks, sends.
+    fn deliver(&mut self, uid: Uid, input: Option<Input>) -> Result<(), Failure> {
+        let Some(replica) = self.nodes[uid as usize].replica.as_mut() else {
+            return Ok(());
+        };
+        if let Some(input) = input {
+            replica.step(input);
+        }
+        let ready = replica.take_ready();
+        self.steps += 1;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // A crash before the batch is flushed loses all of it, messages included.
+        if self.faulty() && self.rng.chance(self.sc.crash_in_step) && self.can_crash() {
+            self.crash(uid);
+            return Ok(());
+        }
+        self.check_records(uid, &ready.records)?;
+        self.nodes[uid as usize]
+            .storage
+            .persist(&ready.records)
+            .map_err(|e| e.to_string())?;
+        for (to, msg) in ready.messages {
+            self.log(|| format!("{uid} -> {to}: {msg:?}"));
+            self.enqueue(Packet::Peer { from: uid, to, msg });
+        }
+        for (client, reply) in ready.replies {
+            if let SubmitReply::Committed { id, slot } = &reply {
+                self.check_durable_reply(*id, *slot)?;
+            }
+            self.enqueue(Packet::Reply {
+                client: client as usize,
+                reply,
+            });
+        }
+        Ok(())
+    }
+
+    fn can_crash(&self) -> bool {
+        let down = self.nodes.iter().filter(|n| n.replica.is_none()).count();
+        down < self.sc.replicas / 2
+    }
+
+    /// Invariants on what a replica is about to persist.
+    fn check_records(&mut self, uid: Uid, records: &[Record]) -> Result<(), Failure> {
+        let node = &mut self.nodes[uid as usize];
+        let mut promised = node.max_promised.unwrap_or(Ballot::ZERO);
+        for record in records {
+            match record {
+                Record::Promise(b) => {
+                    if node.max_promised.is_some_and(|m| *b < m) {
+                        return Err(format!(
+                            "replica {uid}: promise went backwards from {promised} to {b}"
+                        ));
+                    }
+                    promised = promised.max(*b);
+                    node.max_promised = Some(promised);
+                }
+                Record::Accepted {
+                    slot,
+                    ballot,
+                    value,
+                } => {
+                    if *ballot == Ballot::ZERO && self.sc.skip_slots.contains(slot) {
+                        return Err(format!(
+                            "replica {uid}: skipped slot {slot} accepted in (0,0)"
+                        ));
+                    }
+                    if *ballot < promised {
+                        return Err(format!(
+                            "replica {uid}: accepted slot {slot} in {ballot} below its promise {promised}"
+                        ));
+                    }
+                    check_valid(&self.submitted, value)
+                        .map_err(|e| format!("replica {uid} accepted at slot {slot}: {e}"))?;
+                }
+                Record::Decided { slot, value } => {
+                    check_valid(&self.submitted, value)
+                        .map_err(|e| format!("replica {uid} decided slot {slot}: {e}"))?;
+                    if let Some(mine) = node.storage.state.decided.get(slot) {
+                        if mine != value {
+                            return Err(format!(
+                                "stability: replica {uid} re-decided slot {slot}: {mine:?} then {value:?}"
+                            ));
+                        }
+                    }
+                    match self.chosen.get(slot) {
+                        Some(v) if v != value => {
+                            return Err(format!(
+                                "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
+                            ));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.chosen.insert(*slot, value.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A Committed reply must name a slot decided with that request, and the value must be
+    /// durable (accepted or decided) on a majority of stores.
+    fn check_durable_reply(&self, id: RequestId, slot: Slot) -> Result<(), Failure> {
+        match self.chosen.get(&slot) {
+            Some(v) if v.request_id() == Some(id) => {}
+            other => {
+                return Err(format!(
+                    "reply for {id} names slot {slot}, which holds {other:?}"
+                ))
+            }
+        }
+        let value = &self.chosen[&slot];
+        let holders = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.storage.state.decided.get(&slot) == Some(value)
+                    || n.storage.state.accepted.get(&slot).map(|(_, v)| v) == Some(value)
+            })
+            .count();
+        if holders < self.majority() {
+            return Err(format!(
+                "durability: reply for {id} at slot {slot} while only {holders} stores hold it"
+            ));
+        }
+        Ok(())
+    }
+
+    fn client_step(&mut self, c: usize) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        if client.next_send_ms > now {
+            return;
+        }
+        if client.pending.is_none() {
+            if client.seq >= self.sc.requests_per_client {
+                return;
+            }
+            client.seq += 1;
+            let id = RequestId {
+                client_id: client.client_id,
+                seq: client.seq,
+            };
+            let body = format!("c{}-m{}", client.client_id, client.seq);
+            self.submitted.insert(id, body.clone());
+            self.clients[c].pending = Some((id, body, now));
+        } else if let Some((_, _, sent)) = &self.clients[c].pending {
+            if *sent == REDIRECTED {
+                // Told where the leader is: resend there.
+            } else if now < sent + CLIENT_RETRY_MS {
+                return;
+            } else {
+                // No answer: try the next replica.
+                let client = &mut self.clients[c];
+                client.target = (client.target + 1) % self.sc.replicas as Uid;
+            }
+        }
+        let client = &mut self.clients[c];
+        let Some((id, body, sent)) = client.pending.as_mut() else {
+            return;
+        };
+        *sent = now;
+        let (id, body, to) = (*id, body.clone(), client.target);
+        client.next_send_ms = now;
+        self.log(|| format!("client {c} submits {id} to {to}"));
+        self.enqueue(Packet::Submit {
+            client: c,
+            to,
+            id,
+            body,
+        });
+    }
+
+    fn on_reply(&mut self, c: usize, reply: SubmitReply) -> Result<(), Failure> {
+        let client = &mut self.clients[c];
+        let Some((pending, _, _)) = &client.pending else {
+            return Ok(()); // a late duplicate
+        };
+        if reply.id() != *pending {
+            return Ok(()); // an answer to an earlier request: must not be matched
+        }
+        match reply {
+            SubmitReply::Committed { id, slot } => {
+                client.pending = None;
+                client.next_send_ms = self.now + self.rng.below(20);
+                if let Some(previous) = self.acked.insert(id, slot) {
+                    if previous != slot {
+                        return Err(format!("{id} acknowledged at slot {previous} and {slot}"));
+                    }
+                }
+            }
+            SubmitReply::NotLeader { leader, .. } => {
+                let client = &mut self.clients[c];
+                client.target = match leader {
+                    Some(l) => l,
+                    None => (client.target + 1) % self.sc.replicas as Uid,
+                };
+                client.next_send_ms = self.now + 10;
+                if let Some((_, _, sent)) = client.pending.as_mut() {
+                    *sent = REDIRECTED; // resend to `target` once next_send_ms allows
+                }
+            }
+            SubmitReply::Rejected { id, reason } => {
+                return Err(format!("{id} rejected: {reason}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn faults(&mut self) -> Result<(), Failure> {
+        if !self.faulty() {
+            if self.partition.take().is_some() {
+                self.log(|| "partition healed (faults over)".into());
+            }
+            // The seed's skipped-slot case: holes stay until the initial leader dies.
+            if self.now == self.sc.faults_end_ms && !self.sc.skip_slots.is_empty() {
+                let leading_zero = self.nodes[0]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.is_leader() && r.status().ballot == Ballot::ZERO);
+                if leading_zero {
+                    self.crash(0);
+                }
+            }
+            return Ok(());
+        }
+        if self.rng.chance(self.sc.crash_per_ms) && self.can_crash() {
+            let uid = self.rng.below(self.sc.replicas as u64) as Uid;
+            if self.nodes[uid as usize].replica.is_some() {
+                self.crash(uid);
+            }
+        }
+        if self.partition.is_some() && self.now >= self.partition_until {
+            self.partition = None;
+            self.log(|| "partition healed".into());
+        } else if self.partition.is_none() && self.rng.chance(self.sc.partition_per_ms) {
+            let groups: Vec<u8> = (0..self.sc.replicas)
+                .map(|_| self.rng.below(2) as u8)
+                .collect();
+            self.partition_until = self.now + self.rng.range(50, 800);
+            self.log(|| format!("partition {groups:?}"));
+            self.partition = Some(groups);
+        }
+        Ok(())
+    }
+
+    fn all_done(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|c| c.pending.is_none() && c.seq >= self.sc.requests_per_client)
+    }
+
+    fn run(&mut self) -> Result<(), Failure> {
+        while self.now <= self.sc.deadline_ms {
+            self.faults()?;
+            // Restart replicas whose downtime is over.
+            for uid in 0..self.sc.replicas as Uid {
+                let node = &self.nodes[uid as usize];
+                if node.replica.is_none() && node.down_until <= self.now {
+                    self.start_node(uid)?;
+                }
+            }
+            // Deliver everything due now.
+            while let Some(Reverse((at, _, key))) = self.net.peek().copied() {
+                if at > self.now {
+                    break;
+                }
+                self.net.pop();
+                let Some(packet) = self.packets.remove(&key) else {
+                    continue;
+                };
+                match packet {
+                    Packet::Peer { from, to, msg } => {
+                        if self.connected(from, to) {
+                            self.deliver(to, Some(Input::Peer { from, msg }))?;
+                        }
+                    }
+                    Packet::Submit {
+                        client,
+                        to,
+                        id,
+                        body,
+                    } => {
+                        let input = Input::Submit {
+                            client: client as u64,
+                            id,
+                            body,
+                        };
+                        self.deliver(to, Some(input))?;
+                    }
+                    Packet::Reply { client, reply } => self.on_reply(client, reply)?,
+                }
+            }
+            if self.now % TICK_MS == 0 {
+                for uid in 0..self.sc.replicas as Uid {
+                    let now_ms = self.now;
+                    self.deliver(uid, Some(Input::Tick { now_ms }))?;
+                }
+            }
+            for c in 0..self.clients.len() {
+                self.client_step(c);
+            }
+            if self.now % 250 == 0 {
+                self.check_logs()?;
+            }
+            if !self.faulty() && self.all_done() && self.converged() {
+                break;
+            }
+            self.now += 1;
+        }
+        self.check_logs()?;
+        if !self.all_done() {
+            let stuck: Vec<_> = self
+                .clients
+                .iter()
+                .filter_map(|c| c.pending.as_ref().map(|p| p.0))
+                .collect();
+            return Err(format!(
+                "liveness: requests {stuck:?} not committed {}ms after faults healed",
+                self.sc.deadline_ms - self.sc.faults_end_ms
+            ));
+        }
+        self.check_final()
+    }
+
+    fn converged(&self) -> bool {
+        let uptos: HashSet<Slot> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref().map(|r| r.decided_upto()))
+            .collect();
+        let Some(upto) = uptos.iter().next().copied() else {
+            return false;
+        };
+        // No holes: nothing decided anywhere above the common prefix.
+        uptos.len() == 1
+            && self.nodes.iter().all(|n| n.replica.is_some())
+            && self.chosen.keys().all(|s| *s < upto)
+    }
+
+    /// Exactly-once and agreement over every replica's applied log.
+    fn check_logs(&self) -> Result<(), Failure> {
+        for (uid, node) in self.nodes.iter().enumerate() {
+            let Some(r) = &node.replica else { continue };
+            let mut seen = HashSet::new();
+            for entry in r.log_entries(0, usize::MAX) {
+                if self.chosen.get(&entry.slot).map(|v| v.request_id()) != Some(entry.id) {
+                    return Err(format!(
+                        "replica {uid} applied slot {} not matching the chosen value",
+                        entry.slot
+                    ));
+                }
+                if entry.kind == paxos::core::LogEntryKind::Msg {
+                    let id = entry.id.ok_or("msg without id")?;
+                    if !seen.insert(id) {
+                        return Err(format!("exactly-once: replica {uid} applied {id} twice"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After healing: every replica holds the same log and every acknowledged request is
+    /// in it once, at the slot its client was told.
+    fn check_final(&self) -> Result<(), Failure> {
+        if !self.converged() {
+            return Err("liveness: replicas did not converge on one decided prefix".into());
+        }
+        let reference = self.nodes[0]
+            .replica
+            .as_ref()
+            .map(|r| r.log_entries(0, usize::MAX))
+            .unwrap_or_default();
+        for (uid, node) in self.nodes.iter().enumerate().skip(1) {
+            let log = node
+                .replica
+                .as_ref()
+                .map(|r| r.log_entries(0, usize::MAX))
+                .unwrap_or_default();
+            if log != reference {
+                return Err(format!("replica {uid}'s log differs from replica 0's"));
+            }
+        }
+        let msgs: HashMap<RequestId, Slot> = reference
+            .iter()
+            .filter(|e| e.kind == paxos::core::LogEntryKind::Msg)
+            .filter_map(|e| e.id.map(|id| (id, e.slot)))
+            .collect();
+        for (id, slot) in &self.acked {
+            match msgs.get(id) {
+                Some(s) if s == slot => {}
+                other => {
+                    return Err(format!(
+                        "acknowledged {id} at slot {slot} but the log has it at {other:?}"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_valid(submitted: &HashMap<RequestId, String>, value: &Value) -> Result<(), String> {
+    match value {
+        Value::Noop => Ok(()),
+        Value::Msg { id, body } => match submitted.get(id) {
+            Some(b) if b == body => Ok(()),
+            _ => Err(format!("validity: {id} = {body:?} was never submitted")),
+        },
+    }
+}
+
+/// Runs one seed; `Err` carries the reason and the scenario.
+fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64), String> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut sim = Sim::new(seed, trace);
+        let result = sim.run();
+        (result, sim.sc.clone(), sim.steps, sim.now)
+    }));
+    match outcome {
+        Ok((Ok(()), _, steps, now)) => Ok((steps, now)),
+        Ok((Err(reason), sc, steps, now)) => Err(format!(
+            "{reason}\n  at {now}ms after {steps} steps; scenario {sc:?}"
+        )),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("panicked: {msg}"))
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn seeds() {
+    if env_u64("PAXOS_SIM_SEED").is_some() {
+        return; // replay mode: see `replay`
+    }
+    let count = env_u64("PAXOS_SIM_SEEDS").unwrap_or(3000);
+    let first = env_u64("PAXOS_SIM_FIRST_SEED").unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let started = std::time::Instant::now();
+    std::panic::set_hook(Box::new(|_| {})); // failures are reported with their seed below
+    let results: Vec<(u64, Result<(u64, u64), String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (first..first + count)
+                        .filter(|s| s % threads == t)
+                        .map(|seed| (seed, run_seed(seed, false)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let _ = std::panic::take_hook();
+    let steps: u64 = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.0)
+        .sum();
+    let mut failures: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    failures.sort_by_key(|(s, _)| *s);
+    println!(
+        "simulator: {} seeds, {} failed, {} steps, {:.1}s",
+        results.len(),
+        failures.len(),
+        steps,
+        started.elapsed().as_secs_f64()
+    );
+    for (seed, result) in failures.iter().take(5) {
+        if let Err(reason) = result {
+            println!("seed {seed} FAILED: {reason}");
+            println!(
+                "  replay: PAXOS_SIM_SEED={seed} cargo test --test simulator replay -- --nocapture"
+            );
+        }
+    }
+    assert_eq!(results.len() as u64, count, "some seeds did not run");
+    assert!(
+        failures.is_empty(),
+        "{} seeds failed (see above)",
+        failures.len()
+    );
+}
+
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("PAXOS_SIM_SEED") else {
+        return;
+    };
+    match run_seed(seed, true) {
+        Ok((steps, now)) => println!("seed {seed} passed: {steps} steps, {now}ms simulated"),
+        Err(reason) => panic!("seed {seed} failed: {reason}"),
+    }
+}
