@@ -1,0 +1,252 @@
+//! `kill -9` against the sled backend: a child process persists batches of records and
+//! prints each batch id once `persist` has returned; the parent SIGKILLs it at random
+//! instants, reopens the store and checks that every acknowledged record is there and
+//! intact, that nothing beyond the last acknowledged batch (plus the one in flight)
+//! appeared, and that the promised ballot never went backwards.
+//!
+//! The child is this very test binary, re-executed with `CHILD_ENV` set and told to run
+//! only `crash_child` (works under `cargo test` and nextest). Replay a run with
+//! `PAXOS_CRASH_SEED=<seed>`.
+
+use paxos::core::{Ballot, Record, RequestId, Slot, Uid, Value};
+use paxos::storage::sled_store::{read_offline, SledStorage, StoreMeta};
+use paxos::storage::{PersistentState, Storage};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "PAXOS_STORAGE_CRASH_CHILD_DIR";
+const UID: Uid = 1;
+const CLUSTER_ID: u64 = 7;
+const SLOTS_PER_BATCH: u64 = 8;
+const TRIALS: usize = 24;
+
+fn ballot_of(batch: u64) -> Ballot {
+    Ballot::new(batch / 4 + 1, UID)
+}
+
+fn value_of(slot: Slot) -> Value {
+    Value::Msg {
+        id: RequestId {
+            client_id: 1,
+            seq: slot,
+        },
+        body: format!(
+            "message at slot {slot} {}",
+            "x".repeat((slot % 64) as usize)
+        ),
+    }
+}
+
+/// Batch `id`: a promise (rising every 4 batches), the accepts of its own slots and the
+/// decisions for the previous batch's slots.
+fn batch_records(id: u64) -> Vec<Record> {
+    let mut records = vec![Record::Promise(ballot_of(id))];
+    for slot in id * SLOTS_PER_BATCH..(id + 1) * SLOTS_PER_BATCH {
+        records.push(Record::Accepted {
+            slot,
+            ballot: ballot_of(id),
+            value: value_of(slot),
+        });
+    }
+    if id > 0 {
+        for slot in (id - 1) * SLOTS_PER_BATCH..id * SLOTS_PER_BATCH {
+            records.push(Record::Decided {
+                slot,
+                value: value_of(slot),
+            });
+        }
+    }
+    records
+}
+
+/// The child: resumes after the highest batch in the store and writes until killed.
+fn run_child(dir: &Path) {
+    let mut storage = SledStorage::open(dir, UID, CLUSTER_ID).expect("child: open");
+    let state = storage.load().expect("child: load");
+    let mut id = state
+        .accepted
+        .keys()
+        .next_back()
+        .map_or(0, |slot| slot / SLOTS_PER_BATCH + 1);
+    let mut out = std::io::stdout().lock();
+    loop {
+        storage.persist(&batch_records(id)).expect("child: persist");
+        writeln!(out, "ACK {id}").expect("child: stdout");
+        out.flush().expect("child: stdout");
+        id += 1;
+    }
+}
+
+/// Runs only as the re-executed child (a no-op in a normal test run).
+#[test]
+fn crash_child() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        run_child(Path::new(&dir));
+    }
+}
+
+/// Checks the reopened store against everything acknowledged so far.
+fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize) {
+    let max_acked = acked.last().copied();
+    for &id in acked {
+        assert!(
+            state.promised >= Some(ballot_of(id)),
+            "trial {trial}: promise {:?} is below acknowledged batch {id}'s {}",
+            state.promised,
+            ballot_of(id)
+        );
+        for slot in id * SLOTS_PER_BATCH..(id + 1) * SLOTS_PER_BATCH {
+            assert!(
+                state.accepted.contains_key(&slot),
+                "trial {trial}: acknowledged accept at slot {slot} (batch {id}) is missing"
+            );
+        }
+        if id > 0 {
+            for slot in (id - 1) * SLOTS_PER_BATCH..id * SLOTS_PER_BATCH {
+                assert!(
+                    state.decided.contains_key(&slot),
+                    "trial {trial}: acknowledged decision at slot {slot} (batch {id}) is missing"
+                );
+            }
+        }
+    }
+    // Whatever is present is intact, and nothing runs ahead of the batch in flight.
+    let limit = max_acked.map_or(0, |m| m + 1);
+    for (slot, (ballot, value)) in &state.accepted {
+        let batch = slot / SLOTS_PER_BATCH;
+        assert!(
+            batch <= limit,
+            "trial {trial}: slot {slot} is beyond batch {limit}"
+        );
+        assert_eq!(
+            *ballot,
+            ballot_of(batch),
+            "trial {trial}: ballot at slot {slot}"
+        );
+        assert_eq!(
+            *value,
+            value_of(*slot),
+            "trial {trial}: accepted value at slot {slot}"
+        );
+    }
+    for (slot, value) in &state.decided {
+        assert_eq!(
+            *value,
+            value_of(*slot),
+            "trial {trial}: decided value at slot {slot}"
+        );
+    }
+    if let Some(p) = state.promised {
+        assert!(
+            p <= ballot_of(limit),
+            "trial {trial}: promise {p} from the future"
+        );
+    }
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_record() {
+    let seed: u64 = std::env::var("PAXOS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("storage_crash seed: {seed} (replay with PAXOS_CRASH_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let started = Instant::now();
+
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let mut last_promised: Option<Ballot> = None;
+    let mut kills_after_acks = 0;
+    for trial in 0..TRIALS {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(id) = line.strip_prefix("ACK ") {
+                    ids.push(id.trim().parse::<u64>().unwrap());
+                }
+            }
+            ids
+        });
+        // Random instants: some during startup and recovery, most mid-stream.
+        let delay_ms = if rng.gen_bool(0.15) {
+            rng.gen_range(0..30)
+        } else {
+            rng.gen_range(30..300)
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("trial {trial}: child exited on its own: {status}");
+        }
+        child.kill().unwrap(); // SIGKILL on unix
+        child.wait().unwrap();
+        let ids = reader.join().unwrap();
+        if !ids.is_empty() {
+            kills_after_acks += 1;
+        }
+        acked.extend(ids.iter().copied());
+
+        // Reopen the way the daemon does, or the way `paxosctl dump-log` does.
+        let state = if trial % 2 == 0 {
+            let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
+            storage.load().unwrap()
+        } else {
+            let (meta, state) = read_offline(dir.path()).unwrap();
+            assert_eq!(
+                meta,
+                StoreMeta {
+                    uid: UID,
+                    cluster_id: CLUSTER_ID
+                }
+            );
+            state
+        };
+        verify(&state, &acked, trial);
+        assert!(
+            state.promised >= last_promised,
+            "trial {trial}: promise went backwards from {last_promised:?} to {:?}",
+            state.promised
+        );
+        last_promised = state.promised;
+        eprintln!(
+            "trial {trial}: killed after {delay_ms} ms, {} batches acknowledged this run, {} in total, {} accepted slots on disk",
+            ids.len(),
+            acked.len(),
+            state.accepted.len()
+        );
+    }
+    assert!(
+        kills_after_acks >= TRIALS / 2,
+        "only {kills_after_acks} of {TRIALS} children acknowledged anything before the kill"
+    );
+    eprintln!(
+        "storage_crash: {TRIALS} kills, {} batches acknowledged, {:.1} s",
+        acked.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
