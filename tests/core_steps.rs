@@ -1,0 +1,376 @@
+//! The core stepped by hand: one protocol rule per test, inputs in, `Ready` checked.
+
+use paxos::core::{
+    Ballot, Input, LogEntryKind, PeerMessage, PromiseEntry, Record, Replica, ReplicaConfig,
+    RequestId, Role, SubmitReply, Value,
+};
+use paxos::storage::PersistentState;
+
+const HB: u64 = 100;
+const TIMEOUT: u64 = 500;
+
+fn config(uid: u32) -> ReplicaConfig {
+    ReplicaConfig::new(uid, 3, HB, TIMEOUT)
+}
+
+fn fresh(uid: u32) -> Replica {
+    let mut r = Replica::new(config(uid), PersistentState::default(), 0);
+    let first = r.take_ready();
+    assert_eq!(first.records, vec![Record::Promise(Ballot::ZERO)]);
+    r
+}
+
+fn id(seq: u64) -> RequestId {
+    RequestId { client_id: 7, seq }
+}
+
+fn msg(seq: u64) -> Value {
+    Value::Msg {
+        id: id(seq),
+        body: format!("m{seq}"),
+    }
+}
+
+fn submit(r: &mut Replica, client: u64, seq: u64) {
+    r.step(Input::Submit {
+        client,
+        id: id(seq),
+        body: format!("m{seq}"),
+    });
+}
+
+#[test]
+fn fresh_uid0_leads_ballot_zero_without_phase1() {
+    let mut r = fresh(0);
+    assert_eq!(r.status().role, Role::Leader);
+    assert_eq!(r.status().ballot, Ballot::ZERO);
+    submit(&mut r, 1, 1);
+    let ready = r.take_ready();
+    // Its own accept is persisted in the same Ready as the Accepts it sends.
+    assert_eq!(
+        ready.records,
+        vec![Record::Accepted {
+            slot: 0,
+            ballot: Ballot::ZERO,
+            value: msg(1)
+        }]
+    );
+    assert_eq!(ready.messages.len(), 2);
+    assert!(
+        ready.replies.is_empty(),
+        "no reply before a majority accepted"
+    );
+    // One follower accepts: a majority (2 of 3); the client is answered.
+    r.step(Input::Peer {
+        from: 1,
+        msg: PeerMessage::Accepted {
+            ballot: Ballot::ZERO,
+            first_slot: 0,
+            count: 1,
+            decided_upto: 0,
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.records,
+        vec![Record::Decided {
+            slot: 0,
+            value: msg(1)
+        }]
+    );
+    assert_eq!(
+        ready.replies,
+        vec![(1, SubmitReply::Committed { id: id(1), slot: 0 })]
+    );
+    assert_eq!(r.decided_upto(), 1);
+}
+
+#[test]
+fn others_start_as_followers_and_redirect_clients() {
+    let mut r = fresh(2);
+    assert_eq!(r.status().role, Role::Follower);
+    submit(&mut r, 9, 1);
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.replies,
+        vec![(
+            9,
+            SubmitReply::NotLeader {
+                id: id(1),
+                leader: Some(0)
+            }
+        )]
+    );
+}
+
+#[test]
+fn acceptor_rejects_accept_below_its_promise() {
+    let mut r = fresh(1);
+    r.step(Input::Tick { now_ms: 2_000 }); // no leader heard: not sticky
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Prepare {
+            ballot: Ballot::new(3, 2),
+            from_slot: 0,
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.records, vec![Record::Promise(Ballot::new(3, 2))]);
+    r.step(Input::Peer {
+        from: 0,
+        msg: PeerMessage::Accept {
+            ballot: Ballot::ZERO,
+            first_slot: 0,
+            values: vec![msg(1)],
+            commit: 0,
+            decided_above: vec![],
+        },
+    });
+    let ready = r.take_ready();
+    assert!(
+        ready.records.is_empty(),
+        "nothing accepted below the promise"
+    );
+    assert!(matches!(
+        ready.messages.as_slice(),
+        [(0, PeerMessage::Reject { promised, .. })] if *promised == Ballot::new(3, 2)
+    ));
+}
+
+#[test]
+fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
+    let mut r = fresh(1);
+    r.step(Input::Tick { now_ms: 100 });
+    r.step(Input::Peer {
+        from: 0,
+        msg: PeerMessage::Heartbeat {
+            ballot: Ballot::ZERO,
+            commit: 0,
+            decided_above: vec![],
+        },
+    });
+    assert!(r.take_ready().is_empty());
+    r.step(Input::Tick { now_ms: 300 });
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Prepare {
+            ballot: Ballot::new(5, 2),
+            from_slot: 0,
+        },
+    });
+    let ready = r.take_ready();
+    assert!(ready.records.is_empty());
+    assert!(matches!(
+        ready.messages.as_slice(),
+        [(
+            2,
+            PeerMessage::Reject {
+                live_leader: Some(0),
+                ..
+            }
+        )]
+    ));
+    // Once the leader is silent for timeout_ms, the same prepare is promised.
+    r.step(Input::Tick {
+        now_ms: 100 + TIMEOUT,
+    });
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Prepare {
+            ballot: Ballot::new(5, 2),
+            from_slot: 0,
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.records, vec![Record::Promise(Ballot::new(5, 2))]);
+    assert!(matches!(
+        ready.messages.as_slice(),
+        [(2, PeerMessage::Promise { .. })]
+    ));
+}
+
+#[test]
+fn follower_campaigns_after_timeout_with_rank_stagger() {
+    // Leader 0 is silent: uid 1 (rank 0) campaigns at timeout, uid 2 (rank 1) later.
+    let mut one = fresh(1);
+    let mut two = fresh(2);
+    one.step(Input::Tick { now_ms: TIMEOUT });
+    two.step(Input::Tick { now_ms: TIMEOUT });
+    assert_eq!(one.status().role, Role::Candidate);
+    assert_eq!(two.status().role, Role::Follower);
+    let ready = one.take_ready();
+    assert!(
+        ready.records.is_empty(),
+        "a candidate does not promise itself yet"
+    );
+    assert_eq!(ready.messages.len(), 2);
+    two.step(Input::Tick {
+        now_ms: TIMEOUT + TIMEOUT / 2,
+    });
+    assert_eq!(two.status().role, Role::Candidate);
+}
+
+#[test]
+fn new_leader_reproposes_highest_ballot_value_and_fills_holes_with_noops() {
+    let mut r = fresh(1);
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    let ballot = r.status().ballot;
+    let _ = r.take_ready();
+    // Uid 2 promises: slot 0 accepted in (0,0) and slot 2 accepted in (1,0); slot 1 is a
+    // hole that nobody accepted.
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Promise {
+            ballot,
+            decided_upto: 0,
+            entries: vec![
+                PromiseEntry {
+                    slot: 0,
+                    accepted_in: Some(Ballot::ZERO),
+                    value: msg(1),
+                },
+                PromiseEntry {
+                    slot: 2,
+                    accepted_in: Some(Ballot::new(1, 0)),
+                    value: msg(3),
+                },
+            ],
+            next_slot: None,
+        },
+    });
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = r.take_ready();
+    assert_eq!(ready.records[0], Record::Promise(ballot));
+    let accepted: Vec<_> = ready
+        .records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Accepted { slot, value, .. } => Some((*slot, value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, vec![(0, msg(1)), (1, Value::Noop), (2, msg(3))]);
+}
+
+#[test]
+fn chunked_promises_are_fetched_until_the_last_chunk() {
+    let mut r = fresh(1);
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    let ballot = r.status().ballot;
+    let _ = r.take_ready();
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Promise {
+            ballot,
+            decided_upto: 0,
+            entries: vec![PromiseEntry {
+                slot: 0,
+                accepted_in: Some(Ballot::ZERO),
+                value: msg(1),
+            }],
+            next_slot: Some(1),
+        },
+    });
+    assert_eq!(
+        r.status().role,
+        Role::Candidate,
+        "not done before the last chunk"
+    );
+    let ready = r.take_ready();
+    assert!(matches!(
+        ready.messages.as_slice(),
+        [(2, PeerMessage::Prepare { from_slot: 1, .. })]
+    ));
+}
+
+#[test]
+fn restarted_replica_comes_back_as_follower_and_never_resumes_its_ballot() {
+    let mut state = PersistentState::default();
+    state.promised = Some(Ballot::ZERO);
+    state.accepted.insert(0, (Ballot::ZERO, msg(1)));
+    let mut r = Replica::new(config(0), state, 0);
+    assert_eq!(r.status().role, Role::Follower);
+    assert!(r.take_ready().records.is_empty());
+    // If it must lead, it campaigns with a higher round.
+    r.step(Input::Tick {
+        now_ms: 10 * TIMEOUT,
+    });
+    assert_eq!(r.status().role, Role::Candidate);
+    assert!(r.status().ballot > Ballot::ZERO);
+}
+
+#[test]
+fn duplicate_submits_join_or_get_the_original_slot() {
+    let mut r = fresh(0);
+    submit(&mut r, 1, 1);
+    let _ = r.take_ready();
+    submit(&mut r, 2, 1); // a retry of the same request while in flight
+    let ready = r.take_ready();
+    assert!(ready.records.is_empty(), "joined, not proposed again");
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Accepted {
+            ballot: Ballot::ZERO,
+            first_slot: 0,
+            count: 1,
+            decided_upto: 0,
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.replies.len(), 2, "both waiting clients are answered");
+    submit(&mut r, 3, 1); // a retry after commit
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.replies,
+        vec![(3, SubmitReply::Committed { id: id(1), slot: 0 })]
+    );
+}
+
+#[test]
+fn initial_leader_skips_slots_and_applying_marks_duplicates() {
+    let mut cfg = config(0);
+    cfg.skip_slots = [1, 2].into_iter().collect();
+    let mut r = Replica::new(cfg, PersistentState::default(), 0);
+    let _ = r.take_ready();
+    submit(&mut r, 1, 1);
+    submit(&mut r, 1, 2);
+    let ready = r.take_ready();
+    let slots: Vec<_> = ready
+        .records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Accepted { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slots, vec![0, 3]);
+
+    // Applying the log: a later copy of a request is a dup.
+    let mut state = PersistentState::default();
+    state.promised = Some(Ballot::new(2, 1));
+    state.decided.insert(0, msg(1));
+    state.decided.insert(1, Value::Noop);
+    state.decided.insert(2, msg(1));
+    let r = Replica::new(config(1), state, 0);
+    let kinds: Vec<_> = r.log_entries(0, 10).into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![LogEntryKind::Msg, LogEntryKind::Noop, LogEntryKind::Dup]
+    );
+}
+
+#[test]
+fn oversized_message_is_refused_with_a_reason() {
+    let mut r = fresh(0);
+    r.step(Input::Submit {
+        client: 1,
+        id: id(1),
+        body: "x".repeat(70_000),
+    });
+    let ready = r.take_ready();
+    assert!(matches!(
+        ready.replies.as_slice(),
+        [(1, SubmitReply::Rejected { reason, .. })] if reason.contains("over the limit")
+    ));
+    assert!(ready.records.is_empty());
+}
