@@ -139,7 +139,7 @@ fn acceptor_rejects_accept_below_its_promise() {
 
 #[test]
 fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
-    let mut r = fresh(1);
+    let mut r = fresh(2); // rank 1 after leader 0: its own campaign waits 750 ms
     r.step(Input::Tick { now_ms: 100 });
     r.step(Input::Peer {
         from: 0,
@@ -152,9 +152,9 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
     assert!(r.take_ready().is_empty());
     r.step(Input::Tick { now_ms: 300 });
     r.step(Input::Peer {
-        from: 2,
+        from: 1,
         msg: PeerMessage::Prepare {
-            ballot: Ballot::new(5, 2),
+            ballot: Ballot::new(5, 1),
             from_slot: 0,
         },
     });
@@ -175,17 +175,17 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
         now_ms: 100 + TIMEOUT,
     });
     r.step(Input::Peer {
-        from: 2,
+        from: 1,
         msg: PeerMessage::Prepare {
-            ballot: Ballot::new(5, 2),
+            ballot: Ballot::new(5, 1),
             from_slot: 0,
         },
     });
     let ready = r.take_ready();
-    assert_eq!(ready.records, vec![Record::Promise(Ballot::new(5, 2))]);
+    assert_eq!(ready.records, vec![Record::Promise(Ballot::new(5, 1))]);
     assert!(matches!(
         ready.messages.as_slice(),
-        [(2, PeerMessage::Promise { .. })]
+        [(1, PeerMessage::Promise { .. })]
     ));
 }
 
