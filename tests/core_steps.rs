@@ -163,7 +163,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
     assert!(matches!(
         ready.messages.as_slice(),
         [(
-            2,
+            1,
             PeerMessage::Reject {
                 live_leader: Some(0),
                 ..
