@@ -606,7 +606,8 @@ mod tests {
     #[test]
     fn each_validation_error_names_its_field() {
         let base = Config::embedded_default();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        type Change = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("replica", Box::new(|c| c.f = 2)),
             ("replica", Box::new(|c| c.replica.truncate(2))),
             ("f", Box::new(|c| c.f = F_MAX + 1)),

@@ -12,5 +12,6 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod storage;
+pub mod transport;
 
 pub use error::{Error, Result};

@@ -1,0 +1,371 @@
+//! Outbound peer links: one task per other replica that dials it, says
+//! [`Hello::Peer`], and streams [`PeerMessage`] frames to it.
+//!
+//! [`PeerLinks::send`] never blocks the node: it puts the message on the peer's bounded
+//! queue ([`PEER_QUEUE_MESSAGES`]) or drops it. Dropping is always safe because the core
+//! retransmits every request after `timeout_ms`; it is also how the configured `loss`
+//! (testing only) is applied.
+//!
+//! Each link task:
+//! 1. dials with exponential backoff ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]; reset
+//!    once a connection has lasted [`BACKOFF_MAX`]); TCP_NODELAY on;
+//! 2. sends `Hello::Peer { uid, cluster_id }`;
+//! 3. writes frames through a `BufWriter`, flushing whenever its queue is momentarily
+//!    empty, so a burst of messages goes out in a few syscalls;
+//! 4. on a write error, or when the remote closes the connection (detected by a pending
+//!    read, since the remote never writes on a peer connection), reconnects.
+//!
+//! Messages queued while a link is down survive one connection attempt (so a quick
+//! reconnect loses nothing); after a failed attempt the queue is emptied, so a dead peer
+//! costs no memory and stale messages are not replayed minutes later.
+//!
+//! Not done here: messages to self (the node loops them back itself), acknowledgements
+//! or retransmission (the core's job), encryption or authentication (the cluster id only
+//! guards against misconfiguration).
+
+use super::frame::encode_frame;
+use super::wire::Hello;
+use crate::core::{PeerMessage, Uid};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Messages queued per peer before [`PeerLinks::send`] starts dropping.
+pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
+/// First reconnect delay.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest reconnect delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long one dial may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Write buffer per link; a full buffer is written out even if more messages are queued.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// At most one "queue full" warning per peer per this period.
+const DROP_WARN_PERIOD: Duration = Duration::from_secs(5);
+
+/// Handles to the outbound links of one replica. Cheap to share behind an `Arc`; all
+/// methods take `&self`. Dropping it (or signalling shutdown) stops the link tasks.
+pub struct PeerLinks {
+    my_uid: Uid,
+    loss: f64,
+    links: HashMap<Uid, Link>,
+    dropped_loss: AtomicU64,
+}
+
+struct Link {
+    tx: mpsc::Sender<PeerMessage>,
+    dropped_full: AtomicU64,
+    /// When the last "queue full" warning was logged, and how many drops it reported.
+    warned: Mutex<(Option<Instant>, u64)>,
+}
+
+impl PeerLinks {
+    /// Spawns one link task per entry of `peers` (which must not include `my_uid`) on the
+    /// current tokio runtime. `loss` is the probability of dropping each message in
+    /// [`send`](Self::send) (values outside `[0, 1]` are clamped). The tasks stop when
+    /// `shutdown` becomes `true` (or its sender is dropped) or when `PeerLinks` is dropped.
+    pub fn spawn(
+        my_uid: Uid,
+        cluster_id: u64,
+        peers: Vec<(Uid, SocketAddr)>,
+        loss: f64,
+        shutdown: watch::Receiver<bool>,
+    ) -> PeerLinks {
+        let mut links = HashMap::new();
+        for (uid, addr) in peers {
+            if uid == my_uid {
+                warn!(
+                    uid,
+                    "not linking to self: the node delivers its own messages"
+                );
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let task = LinkTask {
+                my_uid,
+                cluster_id,
+                peer: uid,
+                addr,
+                rx,
+                shutdown: shutdown.clone(),
+            };
+            tokio::spawn(task.run());
+            links.insert(
+                uid,
+                Link {
+                    tx,
+                    dropped_full: AtomicU64::new(0),
+                    warned: Mutex::new((None, 0)),
+                },
+            );
+        }
+        let loss = if loss.is_nan() {
+            0.0
+        } else {
+            loss.clamp(0.0, 1.0)
+        };
+        PeerLinks {
+            my_uid,
+            loss,
+            links,
+            dropped_loss: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `msg` for replica `to` without blocking. The message is dropped (the core
+    /// retransmits) with probability `loss`, when the peer's queue is full (with a
+    /// rate-limited warning), or when `to` is not a linked peer (self or unknown: a bug in
+    /// the caller, logged as a warning).
+    pub fn send(&self, to: Uid, msg: PeerMessage) {
+        let Some(link) = self.links.get(&to) else {
+            warn!(
+                to,
+                my_uid = self.my_uid,
+                kind = msg.kind(),
+                "dropping message to a uid with no peer link"
+            );
+            return;
+        };
+        if self.loss > 0.0 && rand::random::<f64>() < self.loss {
+            self.dropped_loss.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match link.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let total = link.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
+                link.warn_full(to, total, msg.kind());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The link task stopped: we are shutting down.
+            }
+        }
+    }
+
+    /// The uids this replica has links to.
+    pub fn peers(&self) -> impl Iterator<Item = Uid> + '_ {
+        self.links.keys().copied()
+    }
+
+    /// Messages dropped so far on purpose (`loss`) and because a queue was full.
+    pub fn dropped(&self) -> (u64, u64) {
+        let full = self
+            .links
+            .values()
+            .map(|l| l.dropped_full.load(Ordering::Relaxed))
+            .sum();
+        (self.dropped_loss.load(Ordering::Relaxed), full)
+    }
+}
+
+impl Link {
+    fn warn_full(&self, to: Uid, total: u64, kind: &str) {
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let due = warned
+            .0
+            .is_none_or(|last| now.duration_since(last) >= DROP_WARN_PERIOD);
+        if due {
+            let since = total - warned.1;
+            *warned = (Some(now), total);
+            warn!(
+                peer = to,
+                dropped = since,
+                dropped_total = total,
+                kind,
+                queue = PEER_QUEUE_MESSAGES,
+                "peer queue full: dropping messages (the core retransmits)"
+            );
+        }
+    }
+}
+
+struct LinkTask {
+    my_uid: Uid,
+    cluster_id: u64,
+    peer: Uid,
+    addr: SocketAddr,
+    rx: mpsc::Receiver<PeerMessage>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Stop the task.
+    Stop,
+    /// Reconnect.
+    Broken(String),
+}
+
+impl LinkTask {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut was_up = false;
+        loop {
+            if is_shutdown(&self.shutdown) {
+                return;
+            }
+            let attempt = tokio::select! {
+                _ = wait_shutdown(&mut self.shutdown) => return,
+                result = connect(self.addr, self.my_uid, self.cluster_id) => result,
+            };
+            match attempt {
+                Ok((reader, writer)) => {
+                    let up_since = Instant::now();
+                    info!(peer = self.peer, addr = %self.addr, "peer link up");
+                    was_up = true;
+                    match self.stream(reader, writer).await {
+                        Ended::Stop => return,
+                        Ended::Broken(reason) => {
+                            warn!(peer = self.peer, addr = %self.addr, reason, "peer link down, reconnecting");
+                        }
+                    }
+                    if up_since.elapsed() >= BACKOFF_MAX {
+                        backoff = BACKOFF_MIN;
+                    }
+                }
+                Err(e) => {
+                    if was_up {
+                        warn!(peer = self.peer, addr = %self.addr, error = %e, "cannot reach peer");
+                        was_up = false;
+                    } else {
+                        debug!(peer = self.peer, addr = %self.addr, error = %e, "cannot reach peer");
+                    }
+                    let mut discarded = 0u64;
+                    while self.rx.try_recv().is_ok() {
+                        discarded += 1;
+                    }
+                    if discarded > 0 {
+                        debug!(
+                            peer = self.peer,
+                            discarded, "discarded messages queued for an unreachable peer"
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                _ = wait_shutdown(&mut self.shutdown) => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Streams queued messages until the connection breaks or the task must stop.
+    async fn stream(
+        &mut self,
+        mut reader: tokio::net::tcp::OwnedReadHalf,
+        mut writer: BufWriter<OwnedWriteHalf>,
+    ) -> Ended {
+        let mut probe = [0u8; 64];
+        loop {
+            let first = tokio::select! {
+                _ = wait_shutdown(&mut self.shutdown) => return Ended::Stop,
+                // The remote never writes on a peer connection: a read completing means
+                // it closed (or broke) the connection.
+                read = reader.read(&mut probe) => {
+                    return Ended::Broken(match read {
+                        Ok(0) => "closed by the remote".to_string(),
+                        Ok(_) => "unexpected bytes from the remote".to_string(),
+                        Err(e) => e.to_string(),
+                    });
+                }
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => return Ended::Stop,
+                },
+            };
+            let batch = write_batch(self.peer, first, &mut self.rx, &mut writer);
+            let result = tokio::select! {
+                _ = wait_shutdown(&mut self.shutdown) => return Ended::Stop,
+                result = batch => result,
+            };
+            if let Err(reason) = result {
+                return Ended::Broken(reason);
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued right now, then flushes once.
+async fn write_batch(
+    peer: Uid,
+    first: PeerMessage,
+    rx: &mut mpsc::Receiver<PeerMessage>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+) -> std::result::Result<(), String> {
+    let mut next = Some(first);
+    while let Some(msg) = next {
+        match encode_frame(&msg) {
+            Ok(frame) => {
+                if let Err(e) = writer.write_all(&frame).await {
+                    return Err(format!("write failed: {e}"));
+                }
+            }
+            Err(e) => {
+                // Our own message is too large: a bug upstream, not the peer's fault.
+                warn!(peer, kind = msg.kind(), error = %e, "dropping unsendable message");
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| format!("flush failed: {e}"))
+}
+
+/// Dials the peer and sends the hello.
+async fn connect(
+    addr: SocketAddr,
+    my_uid: Uid,
+    cluster_id: u64,
+) -> Result<(tokio::net::tcp::OwnedReadHalf, BufWriter<OwnedWriteHalf>)> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            Error::io(
+                format!("connecting to {}", addr),
+                std::io::ErrorKind::TimedOut.into(),
+            )
+        })?
+        .map_err(|e| Error::io(format!("connecting to {}", addr), e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
+    let (reader, writer) = stream.into_split();
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
+    let hello = encode_frame(&Hello::Peer {
+        uid: my_uid,
+        cluster_id,
+    })?;
+    writer
+        .write_all(&hello)
+        .await
+        .map_err(|e| Error::io("writing hello", e))?;
+    writer
+        .flush()
+        .await
+        .map_err(|e| Error::io("writing hello", e))?;
+    Ok((reader, writer))
+}
+
+fn is_shutdown(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow()
+}
+
+/// Resolves once `shutdown` is `true` or its sender is gone.
+pub(crate) async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
+    // `wait_for` fails only when the sender is dropped: treat that as shutdown too.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
