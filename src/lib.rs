@@ -11,6 +11,7 @@
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod node;
 pub mod storage;
 pub mod transport;
 

@@ -1,1 +1,138 @@
-fn main() {}
+//! `paxosd`: one replica daemon. Flags and logging only; the work is in `paxos::node`.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for bad flags or config,
+//! 1 for any other failure (store unusable, port taken, fatal storage error).
+
+use anyhow::Context;
+use clap::Parser;
+use paxos::config::Config;
+use paxos::core::{Slot, Uid};
+use paxos::node::{shutdown, systemd, Node, NodeOptions};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paxosd",
+    version,
+    about = "A paxos replica daemon: agrees on the chat log with its peers and keeps it on disk",
+    after_help = "Example:\n  paxosd --config config.toml --uid 1\n  paxosd --config config.toml --uid 0 --skip-slots 1,2   # fresh store only"
+)]
+struct Args {
+    /// The cluster's config file.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// This replica's uid (its index in the config's [[replica]] list).
+    #[arg(long)]
+    uid: Uid,
+    /// Slots the initial leader never proposes in, e.g. 1,2 (uid 0, fresh store only).
+    #[arg(long, value_delimiter = ',')]
+    skip_slots: Vec<Slot>,
+    /// Store directory (default: <data_dir>/node-<uid> from the config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Keeps the non-blocking log file writer alive until exit.
+struct Logging {
+    _file_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+fn init_logging(config: &Config, uid: Uid) -> Logging {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = systemd::under_journald();
+    // Under journald: no colours, no timestamps (the journal adds its own).
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    let stderr_layer = if journald {
+        stderr_layer.without_time().boxed()
+    } else {
+        stderr_layer.boxed()
+    };
+    let log_dir = config.effective_log_dir();
+    let (file_layer, guard) = match std::fs::create_dir_all(&log_dir) {
+        Ok(()) => {
+            let appender = tracing_appender::rolling::daily(&log_dir, format!("paxosd-{uid}.log"));
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_filter(filter());
+            (Some(layer), Some(guard))
+        }
+        Err(e) => {
+            eprintln!(
+                "paxosd: cannot create log_dir {}: {e}; logging to stderr only",
+                log_dir.display()
+            );
+            (None, None)
+        }
+    };
+    tracing_subscriber::registry()
+        .with(stderr_layer.with_filter(filter()))
+        .with(file_layer)
+        .init();
+    Logging { _file_guard: guard }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("paxosd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.uid as usize >= config.replicas() {
+        eprintln!(
+            "paxosd: invalid --uid {}: the config has {} replicas (uids 0..{})",
+            args.uid,
+            config.replicas(),
+            config.replicas() - 1
+        );
+        return ExitCode::from(2);
+    }
+    let _logging = init_logging(&config, args.uid);
+    let options = NodeOptions {
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| config.node_data_dir(args.uid)),
+        config,
+        uid: args.uid,
+        skip_slots: args.skip_slots.iter().copied().collect::<BTreeSet<_>>(),
+    };
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "paxosd failed");
+            eprintln!("paxosd: {e:#}");
+            let config_error = e
+                .downcast_ref::<paxos::Error>()
+                .is_some_and(|e| matches!(e, paxos::Error::Config { .. }));
+            ExitCode::from(if config_error { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(options: NodeOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown::on_signals()?;
+        let node = Node::open(options).await?;
+        systemd::notify("READY=1");
+        let result = node.run(shutdown).await;
+        systemd::notify("STOPPING=1");
+        result?;
+        Ok(())
+    })
+}

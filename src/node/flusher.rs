@@ -1,0 +1,89 @@
+//! The flusher: one dedicated thread that owns the store. It takes every `Outbox` queued
+//! by the core loop, persists all their records with one `persist` call (one flush and
+//! sync: group commit), and only then sends their peer messages and client replies.
+//!
+//! A storage error is fatal: the flusher reports it on the fatal channel, sends nothing
+//! from the failed batch (or any later one), and stops. Nothing is acknowledged after it.
+
+use crate::core::{PeerMessage, Record, SubmitReply, Uid};
+use crate::storage::sled_store::SledStorage;
+use crate::storage::Storage;
+use crate::transport::peer::PeerLinks;
+use crate::{Error, Result};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error};
+
+/// Bound of Ready batches queued for the flusher (backpressure on the core loop).
+const OUTBOX_QUEUE_MAX: usize = 256;
+
+/// What one `Ready` asks of the flusher, in order: persist, then send and reply.
+pub struct Outbox {
+    pub records: Vec<Record>,
+    pub messages: Vec<(Uid, PeerMessage)>,
+    pub replies: Vec<(oneshot::Sender<SubmitReply>, SubmitReply)>,
+}
+
+pub struct Flusher {
+    tx: mpsc::Sender<Outbox>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    pub fn spawn(
+        mut storage: SledStorage,
+        links: PeerLinks,
+        fatal: watch::Sender<Option<String>>,
+    ) -> Result<Flusher> {
+        let (tx, mut rx) = mpsc::channel::<Outbox>(OUTBOX_QUEUE_MAX);
+        let thread = std::thread::Builder::new()
+            .name("paxos-flusher".into())
+            .spawn(move || {
+                let mut batch: Vec<Outbox> = Vec::new();
+                let mut records: Vec<Record> = Vec::new();
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    records.clear();
+                    for outbox in &mut batch {
+                        records.append(&mut outbox.records);
+                    }
+                    if !records.is_empty() {
+                        if let Err(e) = storage.persist(&records) {
+                            error!(error = %e, "storage failed: stopping, nothing more is acknowledged");
+                            let _ = fatal.send(Some(e.to_string()));
+                            return;
+                        }
+                    }
+                    debug!(
+                        batches = batch.len(),
+                        records = records.len(),
+                        "flushed"
+                    );
+                    for outbox in batch.drain(..) {
+                        for (to, msg) in outbox.messages {
+                            links.send(to, msg);
+                        }
+                        for (tx, reply) in outbox.replies {
+                            let _ = tx.send(reply);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawning the flusher thread", e))?;
+        Ok(Flusher { tx, thread })
+    }
+
+    /// Queues one outbox; waits if the flusher is far behind.
+    pub async fn send(&self, outbox: Outbox) -> std::result::Result<(), ()> {
+        self.tx.send(outbox).await.map_err(|_| ())
+    }
+
+    /// Stops taking work, lets the thread persist what it holds, and waits for it.
+    pub async fn finish(self) {
+        drop(self.tx);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}

@@ -1,0 +1,391 @@
+//! The tokio driver of one replica. It owns sockets, timers and the loop, and holds no
+//! protocol state of its own:
+//!
+//! 1. gather inputs (peer messages, client requests, a tick every [`TICK_MS`]) for as long
+//!    as more are immediately available (up to [`BATCH_INPUTS_MAX`]), stepping the core
+//!    with each;
+//! 2. take the core's `Ready` and hand it to the [`flusher`] thread, which persists the
+//!    records of every queued `Ready` with one flush (group commit) and only then sends
+//!    their messages and client replies.
+//!
+//! The core keeps stepping while a flush runs, so the disk and the network overlap, but
+//! nothing leaves the process before the records it depends on are durable.
+//!
+//! Shutdown: one `watch` channel, set by SIGTERM/SIGINT (see [`shutdown`]) or by a fatal
+//! storage error; every task stops when it flips.
+
+mod client_conn;
+pub mod flusher;
+pub mod shutdown;
+pub mod systemd;
+
+use crate::config::Config;
+use crate::core::{
+    Input, LogEntry, PeerMessage, Replica, ReplicaConfig, RequestId, Slot, SubmitReply, Uid,
+};
+use crate::storage::sled_store::SledStorage;
+use crate::storage::Storage;
+use crate::transport::listener::{accept_loop, ClientConn, ListenerConfig};
+use crate::transport::wire::{ClientResponse, StatusReport};
+use crate::{Error, Result};
+use flusher::{Flusher, Outbox};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// The core is ticked this often (heartbeats, timeouts, retransmission are multiples).
+pub const TICK_MS: u64 = 5;
+/// Most inputs stepped before a `Ready` is taken.
+pub const BATCH_INPUTS_MAX: usize = 4096;
+/// Bound of the queue of client requests into the core loop.
+const CLIENT_QUEUE_MAX: usize = 65_536;
+/// Bound of the queue of peer messages into the core loop.
+const PEER_QUEUE_MAX: usize = 65_536;
+/// Most log entries one ReadLog answer carries.
+pub const READ_LOG_ENTRIES_MAX: u32 = 4096;
+/// Longest a ReadLog may wait for new entries.
+pub const READ_LOG_WAIT_MS_MAX: u64 = 30_000;
+
+/// How to run one replica.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub config: Config,
+    pub uid: Uid,
+    /// Slots the initial leader never proposes in (uid 0 on a fresh store only).
+    pub skip_slots: BTreeSet<Slot>,
+    /// The replica's store directory (default: `<data_dir>/node-<uid>`).
+    pub data_dir: PathBuf,
+}
+
+/// A client request handed to the core loop by a client connection.
+pub(crate) enum ClientEvent {
+    Submit {
+        id: RequestId,
+        body: String,
+        reply: oneshot::Sender<SubmitReply>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    ReadLog {
+        from_slot: Slot,
+        max_entries: u32,
+        wait_ms: u64,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+}
+
+/// A ReadLog waiting for the decided prefix to pass `from_slot`.
+struct ParkedRead {
+    from_slot: Slot,
+    max_entries: u32,
+    deadline: Instant,
+    reply: oneshot::Sender<ClientResponse>,
+}
+
+/// A replica that has opened its store and bound its port, ready to [`Node::run`].
+pub struct Node {
+    options: NodeOptions,
+    replica: Replica,
+    storage: SledStorage,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    started: Instant,
+}
+
+impl Node {
+    /// Opens the store, rebuilds the replica from it, persists its first records and binds
+    /// the replica's port. After this returns the node may announce readiness.
+    pub async fn open(options: NodeOptions) -> Result<Node> {
+        let config = &options.config;
+        let uid = options.uid;
+        if uid as usize >= config.replicas() {
+            return Err(Error::config(
+                "uid",
+                format!(
+                    "{uid} is out of range: the config has {} replicas (uids 0..{})",
+                    config.replicas(),
+                    config.replicas()
+                ),
+            ));
+        }
+        let addr = config.replica_addr(uid)?;
+        let mut storage = SledStorage::open(&options.data_dir, uid, config.cluster_id())?;
+        let state = storage.load()?;
+        let fresh =
+            state.promised.is_none() && state.accepted.is_empty() && state.decided.is_empty();
+        if !options.skip_slots.is_empty() {
+            if uid != 0 {
+                return Err(Error::config(
+                    "--skip-slots",
+                    "only the initial leader (uid 0) may skip slots",
+                ));
+            }
+            if !fresh {
+                return Err(Error::config(
+                    "--skip-slots",
+                    format!(
+                        "only accepted on a fresh store; {} already holds state",
+                        options.data_dir.display()
+                    ),
+                ));
+            }
+        }
+        info!(
+            uid,
+            %addr,
+            data_dir = %options.data_dir.display(),
+            fresh,
+            promised = ?state.promised,
+            accepted = state.accepted.len(),
+            decided = state.decided.len(),
+            "store opened"
+        );
+        let mut replica_config = ReplicaConfig::new(
+            uid,
+            config.replicas(),
+            config.heartbeat_ms,
+            config.timeout_ms,
+        );
+        replica_config.skip_slots = options.skip_slots.clone();
+        let mut replica = Replica::new(replica_config, state, 0);
+        let first = replica.take_ready();
+        storage.persist(&first.records)?;
+        let listener = crate::transport::listener::bind(addr).await?;
+        let status = replica.status();
+        info!(uid, role = ?status.role, ballot = %status.ballot, decided_upto = status.decided_upto, "replica recovered");
+        Ok(Node {
+            options,
+            replica,
+            storage,
+            listener,
+            addr,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs until `shutdown` flips to true (or a fatal storage error), then stops every
+    /// task. Returns the fatal error, if any.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let Node {
+            options,
+            mut replica,
+            storage,
+            listener,
+            addr,
+            started,
+        } = self;
+        let config = &options.config;
+        let uid = options.uid;
+        let (fatal_tx, mut fatal_rx) = watch::channel(None::<String>);
+        // Every task stops on this one signal: a shutdown request or a fatal error.
+        let (stop_tx, stop_rx) = watch::channel(false);
+
+        let peers: Vec<(Uid, SocketAddr)> = (0..config.replicas() as Uid)
+            .filter(|p| *p != uid)
+            .map(|p| config.replica_addr(p).map(|a| (p, a)))
+            .collect::<Result<_>>()?;
+        let links = crate::transport::peer::PeerLinks::spawn(
+            uid,
+            config.cluster_id(),
+            peers,
+            config.loss,
+            stop_rx.clone(),
+        );
+        let (peer_tx, mut peer_rx) = mpsc::channel::<(Uid, PeerMessage)>(PEER_QUEUE_MAX);
+        let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(CLIENT_QUEUE_MAX);
+        let (conn_tx, mut conn_rx) = mpsc::channel::<ClientConn>(64);
+        tokio::spawn(accept_loop(
+            listener,
+            ListenerConfig::new(uid, config.cluster_id(), config.replicas()),
+            peer_tx,
+            conn_tx,
+            stop_rx.clone(),
+        ));
+        let submit_wait = Duration::from_millis(config.timeout_ms.saturating_mul(8).max(2_000));
+        {
+            let client_tx = client_tx.clone();
+            let stop_rx = stop_rx.clone();
+            tokio::spawn(async move {
+                while let Some(conn) = conn_rx.recv().await {
+                    tokio::spawn(client_conn::serve(
+                        conn,
+                        client_tx.clone(),
+                        submit_wait,
+                        stop_rx.clone(),
+                    ));
+                }
+            });
+        }
+        drop(client_tx);
+
+        let flusher = Flusher::spawn(storage, links, fatal_tx)?;
+        let mut waiting: HashMap<u64, oneshot::Sender<SubmitReply>> = HashMap::new();
+        let mut next_client_ref: u64 = 1;
+        let mut parked: Vec<ParkedRead> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_status = replica.status();
+        let mut last_sweep = Instant::now();
+        info!(uid, %addr, "serving");
+
+        let result = loop {
+            let now_ms = started.elapsed().as_millis() as u64;
+            let mut stepped = 0usize;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { break Ok(()); }
+                }
+                _ = fatal_rx.changed() => {
+                    let reason = fatal_rx.borrow().clone().unwrap_or_default();
+                    break Err(Error::Storage(reason));
+                }
+                _ = tick.tick() => {
+                    replica.step(Input::Tick { now_ms });
+                    stepped += 1;
+                }
+                Some((from, msg)) = peer_rx.recv() => {
+                    replica.step(Input::Peer { from, msg });
+                    stepped += 1;
+                }
+                Some(event) = client_rx.recv() => {
+                    handle_client(&mut replica, event, &mut waiting, &mut next_client_ref, &mut parked, addr);
+                    stepped += 1;
+                }
+            }
+            // Drain whatever else is already queued, so it shares one flush.
+            while stepped < BATCH_INPUTS_MAX {
+                if let Ok((from, msg)) = peer_rx.try_recv() {
+                    replica.step(Input::Peer { from, msg });
+                } else if let Ok(event) = client_rx.try_recv() {
+                    handle_client(
+                        &mut replica,
+                        event,
+                        &mut waiting,
+                        &mut next_client_ref,
+                        &mut parked,
+                        addr,
+                    );
+                } else {
+                    break;
+                }
+                stepped += 1;
+            }
+            let ready = replica.take_ready();
+            if !ready.is_empty() {
+                let replies = ready
+                    .replies
+                    .into_iter()
+                    .filter_map(|(client, reply)| waiting.remove(&client).map(|tx| (tx, reply)))
+                    .collect();
+                let outbox = Outbox {
+                    records: ready.records,
+                    messages: ready.messages,
+                    replies,
+                };
+                if flusher.send(outbox).await.is_err() {
+                    break Err(Error::Storage("the flusher thread stopped".into()));
+                }
+            }
+            let status = replica.status();
+            if status.role != last_status.role || status.ballot != last_status.ballot {
+                info!(uid, role = ?status.role, ballot = %status.ballot, leader = ?status.leader, decided_upto = status.decided_upto, "role changed");
+            }
+            if status.decided_upto != last_status.decided_upto || !parked.is_empty() {
+                serve_parked(&replica, &mut parked);
+            }
+            last_status = status;
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                waiting.retain(|_, tx| !tx.is_closed());
+                debug!(uid, waiting = waiting.len(), parked = parked.len(), "sweep");
+            }
+        };
+
+        // One shutdown path: tell every task, then let the flusher finish what it holds.
+        let _ = stop_tx.send(true);
+        drop(waiting);
+        flusher.finish().await;
+        match &result {
+            Ok(()) => info!(uid, "stopped cleanly"),
+            Err(e) => warn!(uid, error = %e, "stopped on a fatal error"),
+        }
+        result
+    }
+}
+
+fn handle_client(
+    replica: &mut Replica,
+    event: ClientEvent,
+    waiting: &mut HashMap<u64, oneshot::Sender<SubmitReply>>,
+    next_client_ref: &mut u64,
+    parked: &mut Vec<ParkedRead>,
+    addr: SocketAddr,
+) {
+    match event {
+        ClientEvent::Submit { id, body, reply } => {
+            let client = *next_client_ref;
+            *next_client_ref += 1;
+            waiting.insert(client, reply);
+            replica.step(Input::Submit { client, id, body });
+        }
+        ClientEvent::Status { reply } => {
+            let _ = reply.send(StatusReport {
+                status: replica.status(),
+                addr: addr.to_string(),
+                last_slot: replica.last_slot(),
+            });
+        }
+        ClientEvent::ReadLog {
+            from_slot,
+            max_entries,
+            wait_ms,
+            reply,
+        } => {
+            let max_entries = max_entries.clamp(1, READ_LOG_ENTRIES_MAX);
+            if from_slot < replica.decided_upto() || wait_ms == 0 {
+                let _ = reply.send(read_log(replica, from_slot, max_entries));
+            } else {
+                parked.push(ParkedRead {
+                    from_slot,
+                    max_entries,
+                    deadline: Instant::now()
+                        + Duration::from_millis(wait_ms.min(READ_LOG_WAIT_MS_MAX)),
+                    reply,
+                });
+            }
+        }
+    }
+}
+
+fn read_log(replica: &Replica, from_slot: Slot, max_entries: u32) -> ClientResponse {
+    let entries: Vec<LogEntry> = replica.log_entries(from_slot, max_entries as usize);
+    ClientResponse::Log {
+        entries,
+        decided_upto: replica.decided_upto(),
+    }
+}
+
+/// Answers parked reads that have entries now, or whose wait is over.
+fn serve_parked(replica: &Replica, parked: &mut Vec<ParkedRead>) {
+    let now = Instant::now();
+    let upto = replica.decided_upto();
+    let mut i = 0;
+    while i < parked.len() {
+        let p = &parked[i];
+        if p.from_slot < upto || p.deadline <= now || p.reply.is_closed() {
+            let p = parked.swap_remove(i);
+            let _ = p.reply.send(read_log(replica, p.from_slot, p.max_entries));
+        } else {
+            i += 1;
+        }
+    }
+}

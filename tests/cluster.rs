@@ -1,0 +1,416 @@
+//! Real `paxosd` processes on free loopback ports: the seed's test cases and more, with
+//! real `kill -9`, restarts from real sled stores, message loss and garbage on the ports.
+
+mod support;
+
+use paxos::core::{LogEntry, LogEntryKind, RequestId, Slot, Uid};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{Cluster, TestClient};
+use tokio::task::JoinHandle;
+
+const SUBMIT_WITHIN: Duration = Duration::from_secs(20);
+const CONVERGE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Every acknowledged message is in `log` exactly once, as a `Msg` at the slot its client
+/// was told.
+fn assert_acked_once(log: &[LogEntry], acked: &[(RequestId, Slot)]) {
+    let mut msgs: HashMap<RequestId, Vec<Slot>> = HashMap::new();
+    for e in log {
+        if e.kind == LogEntryKind::Msg {
+            msgs.entry(e.id.expect("msg has an id"))
+                .or_default()
+                .push(e.slot);
+        }
+    }
+    for (id, slot) in acked {
+        assert_eq!(
+            msgs.get(id).map(|v| v.as_slice()),
+            Some(&[*slot][..]),
+            "acknowledged {id} at slot {slot}"
+        );
+    }
+}
+
+/// `clients` tasks each submitting `per_client` messages one after another.
+fn spawn_clients(
+    cluster: &Cluster,
+    clients: u64,
+    per_client: usize,
+) -> Vec<JoinHandle<Vec<(RequestId, Slot)>>> {
+    (0..clients)
+        .map(|c| {
+            let mut client = TestClient::new(cluster, 100 + c);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..per_client {
+                    let body = format!("client {c} message {i}");
+                    match client.submit(&body, SUBMIT_WITHIN).await {
+                        Ok(ack) => acked.push(ack),
+                        Err(e) => panic!("client {c}: {e}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Clients submitting until `stop` is set; each returns what was acknowledged.
+fn spawn_load(
+    cluster: &Cluster,
+    clients: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<JoinHandle<Vec<(RequestId, Slot)>>> {
+    (0..clients)
+        .map(|c| {
+            let mut client = TestClient::new(cluster, 500 + c);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("load {c}/{i}");
+                    i += 1;
+                    match client.submit(&body, SUBMIT_WITHIN).await {
+                        Ok(ack) => acked.push(ack),
+                        Err(e) => panic!("load client {c}: {e}"),
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+async fn join_all(handles: Vec<JoinHandle<Vec<(RequestId, Slot)>>>) -> Vec<(RequestId, Slot)> {
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("client task"));
+    }
+    all
+}
+
+fn all_uids(cluster: &Cluster) -> Vec<Uid> {
+    (0..cluster.replicas() as Uid).collect()
+}
+
+async fn normal_operation(f: usize) {
+    let mut cluster = Cluster::new(f, 0.0);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let acked = join_all(spawn_clients(&cluster, 4, 25)).await;
+    assert_eq!(acked.len(), 100);
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 100, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_operation_f1_concurrent_clients_identical_logs() {
+    normal_operation(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_operation_f2_concurrent_clients_identical_logs() {
+    normal_operation(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill9_under_load_elects_a_new_leader_and_resumes() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    let old = cluster.wait_leader(Duration::from_secs(10)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(&cluster, 3, stop.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill9(old);
+    let new = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert_ne!(new, old, "a dead replica cannot lead");
+    // Commits resume under the new leader.
+    let mut probe = TestClient::new(&cluster, 9);
+    probe
+        .submit("after the kill", SUBMIT_WITHIN)
+        .await
+        .expect("commit after kill");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = join_all(load).await;
+    cluster.start(old, &[]);
+    let log = cluster
+        .converged_log(&all_uids(&cluster), acked.len(), CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f2_leader_killed_twice_in_a_row() {
+    let mut cluster = Cluster::new(2, 0.0);
+    cluster.start_all();
+    let mut client = TestClient::new(&cluster, 1);
+    let mut acked = Vec::new();
+    let mut killed = Vec::new();
+    for round in 0..2 {
+        let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+        for i in 0..5 {
+            acked.push(
+                client
+                    .submit(&format!("round {round} msg {i}"), SUBMIT_WITHIN)
+                    .await
+                    .expect("commit"),
+            );
+        }
+        cluster.kill9(leader);
+        killed.push(leader);
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    assert!(!killed.contains(&leader));
+    for i in 0..5 {
+        acked.push(
+            client
+                .submit(&format!("after two kills {i}"), SUBMIT_WITHIN)
+                .await
+                .expect("commit"),
+        );
+    }
+    let alive: Vec<Uid> = all_uids(&cluster)
+        .into_iter()
+        .filter(|u| !killed.contains(u))
+        .collect();
+    let log = cluster
+        .converged_log(&alive, acked.len(), CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_slots_become_noops_after_the_initial_leader_dies() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start(0, &["--skip-slots", "1,2"]);
+    cluster.start(1, &[]);
+    cluster.start(2, &[]);
+    assert_eq!(cluster.wait_leader(Duration::from_secs(10)).await, 0);
+    // These are chosen in slots 0, 3, 4, ... but the holes at 1 and 2 stop the log.
+    let load = spawn_clients(&cluster, 2, 3);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = cluster.log(1).await;
+    assert!(
+        before.len() <= 1,
+        "the log must stop at the hole at slot 1: {before:?}"
+    );
+    cluster.kill9(0);
+    let acked = join_all(load).await;
+    let log = cluster.converged_log(&[1, 2], 8, CONVERGE_WITHIN).await;
+    for slot in [1, 2] {
+        assert_eq!(
+            log[slot].kind,
+            LogEntryKind::Noop,
+            "slot {slot}: {:?}",
+            log[slot]
+        );
+    }
+    assert_acked_once(&log, &acked);
+    // The log flows again, and the old leader rejoins with the same log.
+    let mut client = TestClient::new(&cluster, 7);
+    let (_, slot) = client
+        .submit("flowing again", SUBMIT_WITHIN)
+        .await
+        .expect("commit");
+    assert!(slot >= 8);
+    cluster.start(0, &[]);
+    cluster
+        .converged_log(&all_uids(&cluster), slot as usize + 1, CONVERGE_WITHIN)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_loss_20_percent_submits_keep_succeeding() {
+    let mut cluster = Cluster::new(1, 0.2);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let acked = join_all(spawn_clients(&cluster, 3, 15)).await;
+    assert_eq!(acked.len(), 45);
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 45, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_replica_kill9_and_restart_under_load_loses_and_doubles_nothing() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = spawn_load(&cluster, 3, stop.clone());
+    for uid in 0..cluster.replicas() as Uid {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        cluster.kill9(uid);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cluster.start(uid, &[]);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = join_all(load).await;
+    assert!(acked.len() > 20, "too little got through: {}", acked.len());
+    let log = cluster
+        .converged_log(&all_uids(&cluster), acked.len(), CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_down_during_300_commits_catches_up() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    cluster.kill9(follower);
+    let acked = join_all(spawn_clients(&cluster, 6, 55)).await;
+    assert_eq!(acked.len(), 330);
+    cluster.start(follower, &[]);
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 330, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_started_in_reverse_order_form_a_cluster() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start(2, &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start(1, &[]);
+    // Two of three are up: a majority elects a leader and serves.
+    let mut client = TestClient::new(&cluster, 1);
+    let first = client
+        .submit("with two of three", SUBMIT_WITHIN)
+        .await
+        .expect("commit");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start(0, &[]);
+    let second = client
+        .submit("with all three", SUBMIT_WITHIN)
+        .await
+        .expect("commit");
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 2, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &[first, second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_every_port_kills_no_replica() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let mut client = TestClient::new(&cluster, 1);
+    let mut acked = vec![client
+        .submit("before garbage", SUBMIT_WITHIN)
+        .await
+        .expect("commit")];
+    let mut oversized = Vec::new();
+    oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+    oversized.extend_from_slice(&0u32.to_be_bytes());
+    oversized.extend_from_slice(&[0u8; 64]);
+    let mut seed: u64 = 0x1234_5678;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        })
+        .collect();
+    let payloads: Vec<Vec<u8>> = vec![
+        random,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+        oversized,
+    ];
+    for uid in 0..cluster.replicas() as Uid {
+        for payload in &payloads {
+            if let Ok(mut s) = std::net::TcpStream::connect(cluster.addr(uid)) {
+                let _ = s.write_all(payload);
+                let _ = s.flush();
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for uid in 0..cluster.replicas() as Uid {
+        assert!(cluster.is_running(uid), "replica {uid} died on garbage");
+    }
+    acked.push(
+        client
+            .submit("after garbage", SUBMIT_WITHIN)
+            .await
+            .expect("commit"),
+    );
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 2, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+    for uid in 0..cluster.replicas() as Uid {
+        assert!(
+            cluster.stderr_of(uid).contains("WARN"),
+            "replica {uid} logged no warning"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_restart_keeps_the_log() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let acked = join_all(spawn_clients(&cluster, 2, 10)).await;
+    for uid in 0..3 {
+        let status = cluster.terminate(uid);
+        assert!(status.success(), "replica {uid} exited with {status}");
+    }
+    cluster.start_all();
+    let log = cluster
+        .converged_log(&all_uids(&cluster), 20, CONVERGE_WITHIN)
+        .await;
+    assert_acked_once(&log, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_and_flags_exit_2_naming_the_field() {
+    let cluster = Cluster::new(1, 0.0);
+    let bad = cluster.dir.path().join("bad.toml");
+    std::fs::write(&bad, "f = 1\ntimeout_ms = \"soon\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
+        .args(["--config", bad.to_str().expect("utf8"), "--uid", "0"])
+        .output()
+        .expect("run paxosd");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout_ms"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
+        .args([
+            "--config",
+            cluster.config_path.to_str().expect("utf8"),
+            "--uid",
+            "7",
+        ])
+        .output()
+        .expect("run paxosd");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uid"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
+        .args([
+            "--config",
+            cluster.config_path.to_str().expect("utf8"),
+            "--uid",
+            "1",
+            "--skip-slots",
+            "1",
+        ])
+        .output()
+        .expect("run paxosd");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skip-slots"));
+}
