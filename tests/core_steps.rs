@@ -285,8 +285,10 @@ fn chunked_promises_are_fetched_until_the_last_chunk() {
 
 #[test]
 fn restarted_replica_comes_back_as_follower_and_never_resumes_its_ballot() {
-    let mut state = PersistentState::default();
-    state.promised = Some(Ballot::ZERO);
+    let mut state = PersistentState {
+        promised: Some(Ballot::ZERO),
+        ..PersistentState::default()
+    };
     state.accepted.insert(0, (Ballot::ZERO, msg(1)));
     let mut r = Replica::new(config(0), state, 0);
     assert_eq!(r.status().role, Role::Follower);
@@ -346,8 +348,10 @@ fn initial_leader_skips_slots_and_applying_marks_duplicates() {
     assert_eq!(slots, vec![0, 3]);
 
     // Applying the log: a later copy of a request is a dup.
-    let mut state = PersistentState::default();
-    state.promised = Some(Ballot::new(2, 1));
+    let mut state = PersistentState {
+        promised: Some(Ballot::new(2, 1)),
+        ..PersistentState::default()
+    };
     state.decided.insert(0, msg(1));
     state.decided.insert(1, Value::Noop);
     state.decided.insert(2, msg(1));

@@ -62,7 +62,7 @@ struct Scenario {
 
 impl Scenario {
     fn from_seed(seed: u64, rng: &mut Rng) -> Scenario {
-        let replicas = if seed % 2 == 0 { 3 } else { 5 };
+        let replicas = if seed.is_multiple_of(2) { 3 } else { 5 };
         let faults_end_ms = rng.range(1_000, 6_000);
         let skip_slots = if rng.chance(0.2) {
             vec![rng.range(0, 3), rng.range(4, 8)]
@@ -579,7 +579,7 @@ impl Sim {
                     Packet::Reply { client, reply } => self.on_reply(client, reply)?,
                 }
             }
-            if self.now % TICK_MS == 0 {
+            if self.now.is_multiple_of(TICK_MS) {
                 for uid in 0..self.sc.replicas as Uid {
                     let now_ms = self.now;
                     self.deliver(uid, Some(Input::Tick { now_ms }))?;
@@ -588,7 +588,7 @@ impl Sim {
             for c in 0..self.clients.len() {
                 self.client_step(c);
             }
-            if self.now % 250 == 0 {
+            if self.now.is_multiple_of(250) {
                 self.check_logs()?;
             }
             if !self.faulty() && self.all_done() && self.converged() {
@@ -722,6 +722,9 @@ fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64), String> {
     }
 }
 
+/// A seed and what running it gave: (steps, simulated ms) or the failure.
+type SeedOutcome = (u64, Result<(u64, u64), String>);
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -736,7 +739,7 @@ fn seeds() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let started = std::time::Instant::now();
     std::panic::set_hook(Box::new(|_| {})); // failures are reported with their seed below
-    let results: Vec<(u64, Result<(u64, u64), String>)> = std::thread::scope(|scope| {
+    let results: Vec<SeedOutcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {

@@ -187,8 +187,8 @@ impl Cluster {
                     entries: chunk,
                     decided_upto,
                 })) => {
-                    let done = chunk.is_empty()
-                        || chunk.last().map_or(true, |e| e.slot + 1 >= decided_upto);
+                    let done =
+                        chunk.is_empty() || chunk.last().is_none_or(|e| e.slot + 1 >= decided_upto);
                     entries.extend(chunk);
                     if done {
                         return Some(entries);
