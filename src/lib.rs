@@ -8,6 +8,7 @@
 //! - [`client`]: the client library used by `paxosctl` (leader discovery, retries, ids).
 //! - [`config`]: `config.toml`, defaults, validation naming the bad field.
 
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod error;

@@ -1,0 +1,321 @@
+//! `paxosctl bench`: a closed-loop load generator. N tasks, each with its own
+//! [`Client`], submit one `size`-byte message after another for `duration`; the caller
+//! sees progress every [`TICK`], and gets throughput per tick, every latency and the
+//! error count at the end ([`BenchReport`]), which renders as one JSON line
+//! ([`BenchSummary`]) and optionally an SVG plot ([`plot_svg`]).
+//!
+//! Bounded: each task has one request in flight; a submit still running at the end is
+//! cut off after one attempt timeout past the end and counted as an error.
+
+use super::{Client, ClientError};
+use crate::config::Config;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Progress is reported, and throughput sampled, this often.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Pause of a task after a failed submit, so a refusing cluster is not spun on.
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub clients: usize,
+    pub duration: Duration,
+    pub size_bytes: usize,
+}
+
+/// Counters as seen at one tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BenchProgress {
+    pub elapsed: Duration,
+    pub ops: u64,
+    pub errors: u64,
+    /// Throughput over the last tick.
+    pub ops_per_s: f64,
+}
+
+/// Everything measured.
+#[derive(Clone, Debug, Default)]
+pub struct BenchReport {
+    /// Wall time from the start until the last task stopped.
+    pub elapsed: Duration,
+    pub ops: u64,
+    pub errors: u64,
+    /// The latency of every committed submit, sorted ascending.
+    pub latencies: Vec<Duration>,
+    /// Commits completed in each [`TICK`] from the start.
+    pub ops_per_tick: Vec<u64>,
+    /// The first error seen, to show the user why errors happened.
+    pub first_error: Option<String>,
+}
+
+/// The final machine-readable line:
+/// `{"ops_per_s":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..,"errors":..}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchSummary {
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+}
+
+impl BenchReport {
+    /// The latency at quantile `q` in `[0, 1]` (nearest rank), zero without samples.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let n = self.latencies.len();
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n);
+        self.latencies[rank - 1]
+    }
+
+    pub fn summary(&self) -> BenchSummary {
+        let ms = |d: Duration| round3(d.as_secs_f64() * 1000.0);
+        let secs = self.elapsed.as_secs_f64();
+        BenchSummary {
+            ops_per_s: if secs > 0.0 {
+                round3(self.ops as f64 / secs)
+            } else {
+                0.0
+            },
+            p50_ms: ms(self.quantile(0.50)),
+            p90_ms: ms(self.quantile(0.90)),
+            p99_ms: ms(self.quantile(0.99)),
+            max_ms: ms(self.latencies.last().copied().unwrap_or_default()),
+            errors: self.errors,
+        }
+    }
+}
+
+impl BenchSummary {
+    /// The JSON line (no trailing newline).
+    pub fn to_json_line(&self) -> String {
+        // Finite floats and integers: cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Runs the benchmark against the cluster of `config`, calling `on_tick` every
+/// [`TICK`] with the counters so far.
+pub async fn run_bench(
+    config: &Config,
+    options: &BenchOptions,
+    mut on_tick: impl FnMut(&BenchProgress),
+) -> BenchReport {
+    let ops = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let end = started + options.duration;
+    let mut tasks = Vec::with_capacity(options.clients);
+    for _ in 0..options.clients {
+        let mut client = Client::new(config.clone());
+        let cutoff = end + client.options().attempt_timeout;
+        let body: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(options.size_bytes)
+            .map(char::from)
+            .collect();
+        let (ops, errors, stop) = (ops.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut first_error: Option<String> = None;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let sent = Instant::now();
+                let result = tokio::time::timeout_at(cutoff.into(), client.submit(&body)).await;
+                match result {
+                    Ok(Ok(_)) => {
+                        latencies.push(sent.elapsed());
+                        ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert_with(|| e.to_string());
+                        if matches!(e, ClientError::Rejected { .. }) {
+                            tokio::time::sleep(ERROR_PAUSE).await;
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.get_or_insert_with(|| "cut off at the end".to_string());
+                    }
+                }
+            }
+            (latencies, first_error)
+        }));
+    }
+
+    let mut ops_per_tick = Vec::new();
+    let mut last_ops = 0;
+    let mut ticker = tokio::time::interval_at((started + TICK).into(), TICK);
+    loop {
+        ticker.tick().await;
+        let now_ops = ops.load(Ordering::Relaxed);
+        ops_per_tick.push(now_ops - last_ops);
+        let progress = BenchProgress {
+            elapsed: started.elapsed(),
+            ops: now_ops,
+            errors: errors.load(Ordering::Relaxed),
+            ops_per_s: (now_ops - last_ops) as f64 / TICK.as_secs_f64(),
+        };
+        last_ops = now_ops;
+        on_tick(&progress);
+        if Instant::now() >= end {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+
+    let mut report = BenchReport::default();
+    for task in tasks {
+        match task.await {
+            Ok((latencies, first_error)) => {
+                report.latencies.extend(latencies);
+                if report.first_error.is_none() {
+                    report.first_error = first_error;
+                }
+            }
+            Err(e) => {
+                report.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    report.ops = ops.load(Ordering::Relaxed);
+    report.errors = errors.load(Ordering::Relaxed);
+    report.latencies.sort_unstable();
+    report.ops_per_tick = ops_per_tick;
+    report
+}
+
+/// Writes an SVG with throughput over time (ops/s per [`TICK`]) on top and the latency
+/// CDF below.
+pub fn plot_svg(report: &BenchReport, path: &Path, title: &str) -> Result<(), String> {
+    use plotters::prelude::*;
+    let fail = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
+    let root = SVGBackend::new(path, (960, 760)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| fail(&e))?;
+    let (top, bottom) = root.split_vertically(360);
+
+    let tick_s = TICK.as_secs_f64();
+    let points: Vec<(f64, f64)> = report
+        .ops_per_tick
+        .iter()
+        .enumerate()
+        .map(|(i, ops)| ((i + 1) as f64 * tick_s, *ops as f64 / tick_s))
+        .collect();
+    let x_max = points.last().map_or(1.0, |p| p.0).max(tick_s);
+    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            "throughput (committed ops/s, per 100 ms)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("ops/s")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    chart
+        .draw_series(LineSeries::new(points, &BLUE))
+        .map_err(|e| fail(&e))?;
+
+    let n = report.latencies.len();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let lat_max = report.latencies.last().map_or(1.0, ms).max(0.001) * 1.05;
+    // At most ~1000 points: every k-th sample of the sorted latencies.
+    let step = (n / 1000).max(1);
+    let cdf: Vec<(f64, f64)> = report
+        .latencies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % step == 0 || *i + 1 == n)
+        .map(|(i, d)| (ms(d), (i + 1) as f64 / n as f64 * 100.0))
+        .collect();
+    let summary = report.summary();
+    let caption = format!(
+        "latency CDF ({n} commits; p50 {} ms, p99 {} ms, max {} ms)",
+        summary.p50_ms, summary.p99_ms, summary.max_ms
+    );
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(caption, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..lat_max, 0.0..100.0)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (ms)")
+        .y_desc("% of commits at or below")
+        .draw()
+        .map_err(|e| fail(&e))?;
+    chart
+        .draw_series(LineSeries::new(cdf, &RED))
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> BenchReport {
+        BenchReport {
+            elapsed: Duration::from_secs(2),
+            ops: 100,
+            errors: 3,
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            ops_per_tick: vec![5; 20],
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn summary_line_has_the_documented_keys_in_order() {
+        let line = report().summary().to_json_line();
+        assert_eq!(
+            line,
+            r#"{"ops_per_s":50.0,"p50_ms":50.0,"p90_ms":90.0,"p99_ms":99.0,"max_ms":100.0,"errors":3}"#
+        );
+        let empty = BenchReport::default().summary().to_json_line();
+        assert_eq!(
+            empty,
+            r#"{"ops_per_s":0.0,"p50_ms":0.0,"p90_ms":0.0,"p99_ms":0.0,"max_ms":0.0,"errors":0}"#
+        );
+    }
+
+    #[test]
+    fn plot_writes_an_svg() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.svg");
+        plot_svg(&report(), &path, "bench").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("latency"), "{svg}");
+        // An empty run still draws.
+        plot_svg(&BenchReport::default(), &path, "empty").unwrap();
+    }
+}

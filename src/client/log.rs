@@ -1,0 +1,381 @@
+//! The applied chat log as clients see it: paging through a replica's log over the
+//! network (`dump-log --uid`), following it as slots are decided (`watch`, `chat`),
+//! reading a stopped replica's store offline (`dump-log --data-dir`), and the line
+//! formats `paxosctl` prints.
+//!
+//! Invariants:
+//! 1. A [`LogFollower`] hands out every applied slot once, in order, with no gap: it
+//!    tracks the next slot it expects and keeps only entries that continue from it,
+//!    whichever replica answered (replicas agree on every decided slot).
+//! 2. The offline reader marks entries exactly as the core's `log_entries` does: the
+//!    first slot of a request id is `msg`, any later one `dup`, a no-op `noop`; it stops
+//!    at the first hole, where application stops.
+
+use super::{Client, ClientError};
+use crate::core::{LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};
+use crate::storage::sled_store::{read_offline, StoreMeta};
+use crate::storage::PersistentState;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Entries asked for per `ReadLog` (the replica may send fewer).
+pub const READ_ENTRIES_MAX: u32 = 1024;
+/// How long one follow long-poll waits for new entries.
+pub const FOLLOW_WAIT_MS: u64 = 1000;
+/// A follower moves to another replica after this many empty long-polls in a row, in
+/// case the one it reads from is cut off from the leader.
+pub const FOLLOW_EMPTY_POLLS_MAX: u32 = 5;
+
+/// One `--json` line of `dump-log` and `watch`:
+/// `{"slot":N,"kind":"msg"|"noop"|"dup","id":"...","body":"..."}` (fields in this order;
+/// a no-op has empty `id` and `body`).
+#[derive(Debug, Serialize)]
+struct EntryJson<'a> {
+    slot: Slot,
+    kind: &'static str,
+    id: String,
+    body: &'a str,
+}
+
+/// `msg`, `noop` or `dup`.
+pub fn kind_name(kind: &LogEntryKind) -> &'static str {
+    match kind {
+        LogEntryKind::Msg => "msg",
+        LogEntryKind::Noop => "noop",
+        LogEntryKind::Dup => "dup",
+    }
+}
+
+/// The `--json` line of one entry (no trailing newline).
+pub fn entry_json(entry: &LogEntry) -> String {
+    let line = EntryJson {
+        slot: entry.slot,
+        kind: kind_name(&entry.kind),
+        id: entry.id.map(|id| id.to_string()).unwrap_or_default(),
+        body: &entry.body,
+    };
+    // Serializing plain strings and integers cannot fail.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// The plain `dump-log` line of one entry: slot, kind, request id, body (quoted, so
+/// that spaces and control characters stay visible).
+pub fn entry_plain(entry: &LogEntry) -> String {
+    let id = entry
+        .id
+        .map_or_else(|| "-".to_string(), |id| id.to_string());
+    match entry.kind {
+        LogEntryKind::Noop => format!("{:>8}  noop", entry.slot),
+        _ => format!(
+            "{:>8}  {:<4}  {id}  {:?}",
+            entry.slot,
+            kind_name(&entry.kind),
+            entry.body
+        ),
+    }
+}
+
+/// The chat view of one entry, `[slot] body`; `None` for no-ops and duplicates, which
+/// a reader of the room does not see.
+pub fn chat_line(entry: &LogEntry) -> Option<String> {
+    match entry.kind {
+        LogEntryKind::Msg => Some(format!("[{}] {}", entry.slot, entry.body)),
+        LogEntryKind::Noop | LogEntryKind::Dup => None,
+    }
+}
+
+/// The applied log of a replica's durable state: decided slots from 0 up to the first
+/// hole, marked msg / noop / dup.
+pub fn applied_log(state: &PersistentState) -> Vec<LogEntry> {
+    let mut seen: HashSet<RequestId> = HashSet::new();
+    let mut out = Vec::new();
+    for (expected, (slot, value)) in (0..).zip(state.decided.iter()) {
+        if *slot != expected {
+            break; // a hole: application stops here
+        }
+        let first = match value {
+            Value::Noop => true,
+            Value::Msg { id, .. } => seen.insert(*id),
+        };
+        out.push(LogEntry::from_decided(*slot, value, first));
+    }
+    out
+}
+
+/// Reads the applied log of a stopped replica's store at `dir` (its `node-<uid>`
+/// directory). A running replica's store is locked: the error says so.
+pub fn read_offline_log(dir: &Path) -> Result<(StoreMeta, Vec<LogEntry>), ClientError> {
+    match read_offline(dir) {
+        Ok((meta, state)) => Ok((meta, applied_log(&state))),
+        Err(e) => Err(hint_node_dirs(dir, e).into()),
+    }
+}
+
+/// When `dir` is a cluster's data directory rather than one replica's store, says which
+/// `node-<uid>` directories it holds.
+fn hint_node_dirs(dir: &Path, e: crate::Error) -> crate::Error {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return e;
+    };
+    let mut nodes: Vec<String> = read
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("node-"))
+        .collect();
+    if nodes.is_empty() {
+        return e;
+    }
+    nodes.sort();
+    crate::Error::Storage(format!(
+        "{e}; it holds replica stores, pass one of: {}",
+        nodes
+            .iter()
+            .map(|n| dir.join(n).display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Keeps the entries of `batch` that continue the log at `*next`, in order, and moves
+/// `*next` past them. Entries below `*next` (already seen) are dropped; anything after a
+/// gap is dropped too and will be asked for again.
+pub fn take_contiguous(next: &mut Slot, batch: Vec<LogEntry>) -> Vec<LogEntry> {
+    let mut out = Vec::with_capacity(batch.len());
+    for entry in batch {
+        if entry.slot < *next {
+            continue;
+        }
+        if entry.slot != *next {
+            break;
+        }
+        *next += 1;
+        out.push(entry);
+    }
+    out
+}
+
+/// Pages through replica `uid`'s applied log from slot 0 until it has read up to the
+/// replica's decided prefix, handing each entry to `sink` in slot order.
+pub async fn dump_log(
+    client: &mut Client,
+    uid: Uid,
+    mut sink: impl FnMut(&LogEntry),
+) -> Result<Slot, ClientError> {
+    let mut next: Slot = 0;
+    loop {
+        let (batch, decided_upto) = client.read_log(uid, next, READ_ENTRIES_MAX, 0).await?;
+        let before = next;
+        for entry in take_contiguous(&mut next, batch) {
+            sink(&entry);
+        }
+        if next >= decided_upto || next == before {
+            return Ok(next);
+        }
+    }
+}
+
+/// Follows the chat log as slots are decided, from any reachable replica: long-polls
+/// one replica, and moves to the next on an error, when that replica is behind what was
+/// already seen, or after [`FOLLOW_EMPTY_POLLS_MAX`] empty polls. See invariant 1.
+pub struct LogFollower {
+    client: Client,
+    next_slot: Slot,
+    uid: Uid,
+    empty_polls: u32,
+}
+
+impl LogFollower {
+    /// Follows from `from_slot`, starting with replica `uid`.
+    pub fn new(client: Client, from_slot: Slot, uid: Uid) -> LogFollower {
+        let replicas = client.config().replicas().max(1) as Uid;
+        LogFollower {
+            client,
+            next_slot: from_slot,
+            uid: uid % replicas,
+            empty_polls: 0,
+        }
+    }
+
+    /// The next slot this follower will hand out.
+    pub fn next_slot(&self) -> Slot {
+        self.next_slot
+    }
+
+    /// The replica currently read from.
+    pub fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    fn rotate(&mut self) {
+        let replicas = self.client.config().replicas().max(1) as Uid;
+        self.uid = (self.uid + 1) % replicas;
+        self.empty_polls = 0;
+    }
+
+    /// The next entries in slot order (possibly none, after a quiet `wait_ms`). Tries
+    /// every replica once before failing with [`ClientError::Unreachable`], which names
+    /// what each said; the caller may retry.
+    pub async fn poll(&mut self, wait_ms: u64) -> Result<Vec<LogEntry>, ClientError> {
+        let replicas = self.client.config().replicas().max(1);
+        let mut failures = Vec::new();
+        for _ in 0..replicas {
+            match self
+                .client
+                .read_log(self.uid, self.next_slot, READ_ENTRIES_MAX, wait_ms)
+                .await
+            {
+                Ok((batch, decided_upto)) => {
+                    let entries = take_contiguous(&mut self.next_slot, batch);
+                    if entries.is_empty() {
+                        self.empty_polls += 1;
+                        if decided_upto < self.next_slot
+                            || self.empty_polls >= FOLLOW_EMPTY_POLLS_MAX
+                        {
+                            self.rotate();
+                        }
+                    } else {
+                        self.empty_polls = 0;
+                    }
+                    return Ok(entries);
+                }
+                Err(e) => {
+                    failures.push(e.to_string());
+                    self.rotate();
+                }
+            }
+        }
+        Err(ClientError::Unreachable {
+            tried: failures.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Ballot, Value};
+
+    fn id(client_id: u64, seq: u64) -> RequestId {
+        RequestId { client_id, seq }
+    }
+
+    fn msg(client_id: u64, seq: u64, body: &str) -> Value {
+        Value::Msg {
+            id: id(client_id, seq),
+            body: body.to_string(),
+        }
+    }
+
+    #[test]
+    fn json_lines_have_the_documented_shape() {
+        let entry = LogEntry::from_decided(17, &msg(5, 2, "bob: \"hi\"\n"), true);
+        assert_eq!(
+            entry_json(&entry),
+            r#"{"slot":17,"kind":"msg","id":"5:2","body":"bob: \"hi\"\n"}"#
+        );
+        let noop = LogEntry::from_decided(3, &Value::Noop, true);
+        assert_eq!(
+            entry_json(&noop),
+            r#"{"slot":3,"kind":"noop","id":"","body":""}"#
+        );
+        let dup = LogEntry::from_decided(4, &msg(5, 2, "x"), false);
+        assert_eq!(
+            entry_json(&dup),
+            r#"{"slot":4,"kind":"dup","id":"5:2","body":"x"}"#
+        );
+    }
+
+    #[test]
+    fn plain_and_chat_lines() {
+        let entry = LogEntry::from_decided(17, &msg(5, 2, "alice: hi"), true);
+        assert_eq!(entry_plain(&entry), "      17  msg   5:2  \"alice: hi\"");
+        assert_eq!(chat_line(&entry).as_deref(), Some("[17] alice: hi"));
+        let noop = LogEntry::from_decided(1, &Value::Noop, true);
+        assert_eq!(entry_plain(&noop), "       1  noop");
+        assert_eq!(chat_line(&noop), None);
+        assert_eq!(
+            chat_line(&LogEntry::from_decided(2, &msg(1, 1, "x"), false)),
+            None
+        );
+    }
+
+    #[test]
+    fn offline_marking_matches_the_core() {
+        let mut state = PersistentState::default();
+        state.decided.insert(0, msg(1, 1, "a"));
+        state.decided.insert(1, Value::Noop);
+        state.decided.insert(2, msg(2, 1, "b"));
+        state.decided.insert(3, msg(1, 1, "a")); // a retry applied twice
+        state.decided.insert(4, msg(1, 2, "c"));
+        // A hole at 5: slots above it are not applied yet.
+        state.decided.insert(6, msg(3, 1, "d"));
+        state
+            .accepted
+            .insert(5, (Ballot::new(1, 1), msg(9, 9, "undecided")));
+        let log = applied_log(&state);
+        let kinds: Vec<_> = log.iter().map(|e| (e.slot, kind_name(&e.kind))).collect();
+        assert_eq!(
+            kinds,
+            vec![(0, "msg"), (1, "noop"), (2, "msg"), (3, "dup"), (4, "msg")]
+        );
+        assert_eq!(log[3].id, Some(id(1, 1)));
+        assert!(applied_log(&PersistentState::default()).is_empty());
+    }
+
+    #[test]
+    fn offline_log_of_a_real_store() {
+        use crate::core::Record;
+        use crate::storage::sled_store::SledStorage;
+        use crate::storage::Storage;
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node-0");
+        {
+            let mut store = SledStorage::open(&node, 0, 42).unwrap();
+            let records = vec![
+                Record::Decided {
+                    slot: 0,
+                    value: msg(7, 1, "hello"),
+                },
+                Record::Decided {
+                    slot: 1,
+                    value: Value::Noop,
+                },
+                Record::Decided {
+                    slot: 2,
+                    value: msg(7, 1, "hello"),
+                },
+            ];
+            store.persist(&records).unwrap();
+        }
+        let (meta, log) = read_offline_log(&node).unwrap();
+        assert_eq!(meta.uid, 0);
+        let lines: Vec<String> = log.iter().map(entry_json).collect();
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"slot":0,"kind":"msg","id":"7:1","body":"hello"}"#,
+                r#"{"slot":1,"kind":"noop","id":"","body":""}"#,
+                r#"{"slot":2,"kind":"dup","id":"7:1","body":"hello"}"#,
+            ]
+        );
+        // The cluster's data dir instead of the replica's: the error points to node-0.
+        let err = read_offline_log(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("node-0"), "{err}");
+        let err = read_offline_log(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn contiguous_entries_only() {
+        let e = |slot| LogEntry::from_decided(slot, &Value::Noop, true);
+        let mut next = 5;
+        let got = take_contiguous(&mut next, vec![e(3), e(4), e(5), e(6), e(8), e(9)]);
+        assert_eq!(got.iter().map(|e| e.slot).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(next, 7);
+        assert!(take_contiguous(&mut next, vec![e(8)]).is_empty());
+        assert_eq!(next, 7);
+    }
+}
