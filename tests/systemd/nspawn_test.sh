@@ -23,7 +23,8 @@
 #
 # Environment: PAXOS_NSPAWN_CACHE, PAXOS_NSPAWN_MIRROR (Debian mirror for debootstrap),
 # PAXOS_NSPAWN_TIMEOUT_S (hard bound on the whole run, default 900),
-# PAXOS_NSPAWN_KEEP_CACHE=0 (delete the cached tarball afterwards).
+# PAXOS_NSPAWN_KEEP_CACHE=0 (delete the cached tarball afterwards),
+# PAXOS_NSPAWN_JOURNAL_OUT=FILE (save the container's whole journal there at the end).
 set -Eeuo pipefail
 
 if [ -z "${PAXOS_NSPAWN_INNER:-}" ]; then
@@ -115,6 +116,8 @@ host_pid() {
     done
     return 1
 }
+# True when something accepts TCP connections on 127.0.0.1:$1 right now.
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 diagnostics() {
     [ -n "$PID1" ] && [ -d "/proc/$PID1" ] || return 0
     log "---- diagnostics: unit states"
@@ -163,6 +166,14 @@ cleanup() {
     trap - EXIT INT TERM
     set +e # every step below must run, whatever fails
     t=$(now)
+    if [ -n "${BG_PID:-}" ]; then
+        kill -9 "$BG_PID" 2>/dev/null
+        wait "$BG_PID" 2>/dev/null
+    fi
+    if [ -n "${PAXOS_NSPAWN_JOURNAL_OUT:-}" ] && [ -n "$PID1" ] && [ -d "/proc/$PID1" ]; then
+        CX_TIMEOUT=20 cx journalctl --no-pager -o short-precise >"$PAXOS_NSPAWN_JOURNAL_OUT" 2>&1
+        log "container journal saved to $PAXOS_NSPAWN_JOURNAL_OUT"
+    fi
     if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
         if [ -n "$PID1" ] && kill -0 "$PID1" 2>/dev/null; then
             kill -s SIGRTMIN+4 "$PID1" 2>/dev/null || true # poweroff
@@ -366,11 +377,12 @@ for ((u = 0; u < N; u++)); do
     unit="paxos@$u.service"
     [ "$(prop "$unit" ActiveState)/$(prop "$unit" SubState)" = active/running ] ||
         die "$unit is $(prop "$unit" ActiveState)/$(prop "$unit" SubState) after the target started"
+    port_open "${PORTS[$u]}" || die "$unit is active (READY=1) but port ${PORTS[$u]} is not accepting"
     MAINPID[$u]=$(prop "$unit" MainPID)
     HOSTPID[$u]=$(host_pid "${MAINPID[$u]}") || die "no host pid for $unit MainPID ${MAINPID[$u]}"
 done
 timing start_3_replicas "$(since "$t")"
-ok "systemctl enable --now paxos.target: $N replicas active (READY=1 received), MainPIDs ${MAINPID[*]}"
+ok "systemctl enable --now paxos.target: $N replicas active (READY=1 received) with ports bound, MainPIDs ${MAINPID[*]}"
 
 # The hardening really applies: dynamic non-root user that owns its state, no new
 # privileges, seccomp, no capabilities.
@@ -470,6 +482,22 @@ unit="paxos@$L.service"
 old_main=${MAINPID[$L]}
 old_host=${HOSTPID[$L]}
 old_restarts=$(prop "$unit" NRestarts)
+BG_PID=""
+if [ "$STANDIN" -eq 0 ]; then
+    # A client keeps submitting across the kill: every one must be acknowledged (the
+    # new leader takes over) and land in the log exactly once.
+    (
+        for i in $(seq 1 40); do
+            if out=$(paxosctl submit --json "during-kill-$i" 2>>"$WORK/during.err"); then
+                echo "$(json_field "$out" id) during-kill-$i" >>"$WORK/during.acked"
+            else
+                echo "during-kill-$i" >>"$WORK/during.failed"
+            fi
+        done
+    ) &
+    BG_PID=$!
+    sleep 0.3
+fi
 log "kill -9 leader uid $L: MainPID $old_main in the container, host pid $old_host, NRestarts $old_restarts"
 t_kill=$(now)
 kill -9 "$old_host" || die "kill -9 $old_host failed"
@@ -487,6 +515,7 @@ while :; do
 done
 timing restart_after_kill9 "$(since "$t_kill")"
 t_restarted=$(now)
+port_open "${PORTS[$L]}" || die "$unit is active again but port ${PORTS[$L]} is not accepting"
 cx journalctl --no-pager -u "$unit" | grep -q 'code=killed, status=9/KILL' ||
     die "journal of $unit lacks 'code=killed, status=9/KILL'"
 MAINPID[$L]=$new_main
@@ -494,19 +523,46 @@ HOSTPID[$L]=$(host_pid "$new_main") || die "no host pid for new MainPID $new_mai
 ok "systemd restarted $unit after kill -9: NRestarts $old_restarts -> $restarts, MainPID $old_main -> $new_main, ready again"
 
 if [ "$STANDIN" -eq 0 ]; then
+    # Replay: the restarted replica answers again with at least what it had decided.
+    before=$(wc -l <"$ACKED")
+    deadline=$((SECONDS + 30))
+    while :; do
+        st=$(CTL_TIMEOUT=5 paxosctl status --json 2>/dev/null | grep "\"uid\":$L[,}]" || true)
+        if [ "$(json_field "$st" reachable)" = true ] && [ "$(json_field "$st" decided)" -ge "$before" ]; then
+            break
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die "restarted uid $L not back with >= $before decided within 30 s: '$st'"
+        sleep 0.1
+    done
+    timing replay_rejoin_after_restart "$(since "$t_restarted")"
+    ok "restarted uid $L replayed its store and answers: $st"
+
+    wait "$BG_PID" || true
+    BG_PID=""
+    timing concurrent_client_done "$(since "$t_kill")"
+    [ ! -s "$WORK/during.failed" ] ||
+        die "submits failed across the leader's kill: $(tr '\n' ' ' <"$WORK/during.failed"); stderr: $(tail -3 "$WORK/during.err")"
+    cat "$WORK/during.acked" >>"$ACKED"
+    ok "a client submitting across the kill got all 40 acknowledged (new leader uid $(wait_leader 10))"
+    for i in $(seq 1 20); do submit "after-kill-$i"; done
+    ok "20 more messages acknowledged after the kill"
+
+    # Catch-up: the restarted replica's decided prefix reaches the others', and every
+    # replica's log is the same, with each acknowledged message once.
     t=$(now)
-    submit "after-kill-1"
-    timing first_submit_after_kill "$(since "$t_kill")"
-    for i in $(seq 2 20); do submit "after-kill-$i"; done
-    ok "20 more messages acknowledged after the kill (leader now uid $(wait_leader 10))"
-    t=$(now)
+    deadline=$((SECONDS + 60))
+    while :; do
+        out=$(CTL_TIMEOUT=5 paxosctl status --json 2>/dev/null || true)
+        mine=$(json_field "$(grep "\"uid\":$L[,}]" <<<"$out")" decided)
+        max=$(sed -n 's/.*"decided":\([0-9]*\).*/\1/p' <<<"$out" | sort -n | tail -1)
+        [ -n "$mine" ] && [ -n "$max" ] && [ "$mine" -ge "$max" ] && break
+        [ "$SECONDS" -lt "$deadline" ] || die "uid $L did not catch up within 60 s: $out"
+        sleep 0.1
+    done
     wait_converged 60
     timing catch_up "$(since "$t")"
     timing kill9_to_converged "$(since "$t_kill")"
     ok "all $N replicas' dump-log identical ($(wc -l <"$WORK/dump.0") entries), each of $(wc -l <"$ACKED") acknowledged messages once"
-    st=$(CTL_TIMEOUT=10 paxosctl status --json | grep "\"uid\":$L[,}]") || die "no status line for uid $L"
-    [ "$(json_field "$st" reachable)" = true ] || die "restarted uid $L unreachable: $st"
-    ok "restarted uid $L rejoined: $st"
 else
     cx grep -c '^start' "/var/lib/paxos/node-$L/starts" | grep -qx 2 || die "stand-in did not record its second start"
     ok "restarted stand-in found its state dir"
