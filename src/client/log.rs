@@ -127,8 +127,12 @@ fn hint_node_dirs(dir: &Path, e: crate::Error) -> crate::Error {
         return e;
     }
     nodes.sort();
+    let reason = match e {
+        crate::Error::Storage(reason) => reason,
+        other => other.to_string(),
+    };
     crate::Error::Storage(format!(
-        "{e}; it holds replica stores, pass one of: {}",
+        "{reason}; it holds replica stores, pass one of: {}",
         nodes
             .iter()
             .map(|n| dir.join(n).display().to_string())
@@ -362,6 +366,7 @@ mod tests {
         // The cluster's data dir instead of the replica's: the error points to node-0.
         let err = read_offline_log(dir.path()).unwrap_err().to_string();
         assert!(err.contains("node-0"), "{err}");
+        assert_eq!(err.matches("storage error").count(), 1, "{err}");
         let err = read_offline_log(&dir.path().join("nope"))
             .unwrap_err()
             .to_string();
