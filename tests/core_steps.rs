@@ -378,3 +378,10 @@ fn oversized_message_is_refused_with_a_reason() {
     ));
     assert!(ready.records.is_empty());
 }
+
+#[test]
+fn reading_the_log_beyond_the_decided_prefix_is_empty_not_a_panic() {
+    let r = fresh(1);
+    assert!(r.log_entries(0, 10).is_empty());
+    assert!(r.log_entries(1_000_000, 10).is_empty());
+}

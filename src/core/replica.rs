@@ -348,6 +348,9 @@ impl Replica {
     /// The applied chat log from `from_slot`: decided slots below the decided prefix, at
     /// most `max` of them, each marked msg, noop or dup (a later copy of a request).
     pub fn log_entries(&self, from_slot: Slot, max: usize) -> Vec<LogEntry> {
+        if from_slot >= self.decided_upto {
+            return Vec::new();
+        }
         self.decided
             .range(from_slot..self.decided_upto)
             .take(max)
@@ -1122,7 +1125,9 @@ impl Replica {
     /// changes (agreement is checked by the simulator across replicas).
     fn decide(&mut self, slot: Slot, value: Value) {
         if let Some(existing) = self.decided.get(&slot) {
-            assert_eq!(existing, &value, "slot {slot} decided two ways");
+            // Two values for one slot means a broken peer or a protocol bug: the simulator
+            // stops on it; a release build keeps the first value rather than crash on input.
+            debug_assert_eq!(existing, &value, "slot {slot} decided two ways");
             return;
         }
         self.ready.records.push(Record::Decided {
