@@ -42,8 +42,17 @@ MIRROR=${PAXOS_NSPAWN_MIRROR:-http://deb.debian.org/debian}
 NAME="paxos-nspawn-$$"
 PORTS=(7201 7202 7203)
 N=${#PORTS[@]}
-CG_UNIFIED=/sys/fs/cgroup/unified/$NAME
-CG_SYSTEMD=/sys/fs/cgroup/systemd/$NAME
+# nspawn runs in cgroups of our own, removed at the end (else it leaves empty payload/
+# and supervisor/ cgroups at the root). Hybrid hierarchy (these machines): the named
+# systemd v1 hierarchy plus cgroup2 at unified/; pure cgroup2 elsewhere.
+if [ -d /sys/fs/cgroup/unified ] || [ -d /sys/fs/cgroup/systemd ]; then
+    CGROUPS=()
+    for h in unified systemd; do
+        [ -d "/sys/fs/cgroup/$h" ] && CGROUPS+=("/sys/fs/cgroup/$h/$NAME")
+    done
+else
+    CGROUPS=("/sys/fs/cgroup/$NAME")
+fi
 
 WORK=""
 NSPAWN_PID=""
@@ -142,10 +151,12 @@ leftovers() {
         log "leftover mounts under $WORK"
         found=1
     fi
-    if [ -e "$CG_UNIFIED" ] || [ -e "$CG_SYSTEMD" ]; then
-        log "leftover cgroups $CG_UNIFIED $CG_SYSTEMD"
-        found=1
-    fi
+    for cg in "${CGROUPS[@]}"; do
+        if [ -e "$cg" ]; then
+            log "leftover cgroup $cg"
+            found=1
+        fi
+    done
     if [ -n "$WORK" ] && [ -e "$WORK" ]; then
         log "leftover directory $WORK"
         found=1
@@ -154,7 +165,7 @@ leftovers() {
 }
 kill_cgroup_procs() {
     local cg p
-    for cg in "$CG_SYSTEMD" "$CG_UNIFIED"; do
+    for cg in "${CGROUPS[@]}"; do
         [ -d "$cg" ] || continue
         while read -r p; do
             [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
@@ -192,10 +203,10 @@ cleanup() {
     fi
     kill_cgroup_procs
     for ((i = 0; i < 50; i++)); do
-        [ -z "$(find "$CG_SYSTEMD" "$CG_UNIFIED" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+        [ -z "$(find "${CGROUPS[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
         sleep 0.1
     done
-    for cg in "$CG_SYSTEMD" "$CG_UNIFIED"; do
+    for cg in "${CGROUPS[@]}"; do
         [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
     if [ -n "$WORK" ]; then
@@ -321,10 +332,9 @@ done
 
 # ---------------------------------------------------------------- phase: boot
 t=$(now)
-mkdir -p "$CG_UNIFIED" "$CG_SYSTEMD"
+mkdir -p "${CGROUPS[@]}" || die "cannot create cgroups ${CGROUPS[*]}"
 (
-    echo "$BASHPID" >"$CG_UNIFIED/cgroup.procs"
-    echo "$BASHPID" >"$CG_SYSTEMD/cgroup.procs"
+    for cg in "${CGROUPS[@]}"; do echo "$BASHPID" >"$cg/cgroup.procs"; done
     exec systemd-nspawn -q -D "$WORK/rootfs" -M "$NAME" --volatile=overlay \
         --register=no --keep-unit --console=passive --link-journal=no \
         --bind-ro="$WORK/stage:/opt/paxos" --boot
