@@ -385,3 +385,35 @@ fn reading_the_log_beyond_the_decided_prefix_is_empty_not_a_panic() {
     assert!(r.log_entries(0, 10).is_empty());
     assert!(r.log_entries(1_000_000, 10).is_empty());
 }
+
+#[test]
+fn candidate_refused_for_the_leader_it_deposes_retries_after_two_heartbeats() {
+    let mut r = fresh(1);
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    assert_eq!(r.status().role, Role::Candidate);
+    let ballot = r.status().ballot;
+    let _ = r.take_ready();
+    // uid 2 heard leader 0 a moment later than we did: still sticky.
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Reject {
+            ballot,
+            promised: Ballot::ZERO,
+            live_leader: Some(0),
+        },
+    });
+    assert_eq!(r.status().role, Role::Follower);
+    r.step(Input::Tick {
+        now_ms: TIMEOUT + 2 * HB - 1,
+    });
+    assert_eq!(r.status().role, Role::Follower);
+    r.step(Input::Tick {
+        now_ms: TIMEOUT + 2 * HB,
+    });
+    assert_eq!(
+        r.status().role,
+        Role::Candidate,
+        "retries, not a whole timeout later"
+    );
+    assert!(r.status().ballot > ballot);
+}

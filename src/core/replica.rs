@@ -130,6 +130,8 @@ struct Campaign {
     reported: BTreeMap<Slot, (Option<Ballot>, Value)>,
     /// The highest decided prefix any promise reported, and who reported it.
     decided_upto_max: (Slot, Uid),
+    /// The leader this campaign replaces (the one we stopped hearing), if known.
+    deposing: Option<Uid>,
 }
 
 /// A value the leader proposed in its ballot that is not chosen yet.
@@ -566,11 +568,13 @@ impl Replica {
             });
             self.send(peer, PeerMessage::Prepare { ballot, from_slot });
         }
+        let deposing = self.leader.filter(|l| *l != self.config.uid);
         self.role = RoleState::Candidate(Campaign {
             ballot,
             progress,
             reported: BTreeMap::new(),
             decided_upto_max: (self.decided_upto, self.config.uid),
+            deposing,
         });
         self.leader = None;
         self.last_heard_ms = self.now_ms;
@@ -706,8 +710,18 @@ impl Replica {
         let me = self.config.uid;
         match &self.role {
             RoleState::Candidate(c) if c.ballot == ballot => {
+                let deposing = c.deposing;
                 if let Some(live) = live_leader.filter(|l| *l != me) {
                     self.become_follower(Some(live));
+                    if deposing == Some(live) {
+                        // The acceptor heard the leader we gave up on a moment after we
+                        // last did: if it stays silent, try again after two heartbeats
+                        // rather than a whole timeout (keeping the rank order).
+                        let retry_ms = (2 * self.config.heartbeat_ms).min(self.config.timeout_ms);
+                        self.last_heard_ms = self
+                            .now_ms
+                            .saturating_sub(self.config.timeout_ms - retry_ms);
+                    }
                 } else if promised > ballot {
                     self.become_follower(None);
                 }
