@@ -130,9 +130,7 @@ fn run(options: NodeOptions) -> anyhow::Result<()> {
         let shutdown = shutdown::on_signals()?;
         let node = Node::open(options).await?;
         systemd::notify("READY=1");
-        let result = node.run(shutdown).await;
-        systemd::notify("STOPPING=1");
-        result?;
+        node.run(shutdown).await?;
         Ok(())
     })
 }

@@ -142,7 +142,7 @@ impl Node {
             promised = ?state.promised,
             accepted = state.accepted.len(),
             decided = state.decided.len(),
-            "store opened"
+            "replica state loaded"
         );
         let mut replica_config = ReplicaConfig::new(
             uid,
@@ -310,7 +310,9 @@ impl Node {
             }
         };
 
-        // One shutdown path: tell every task, then let the flusher finish what it holds.
+        // One shutdown path: tell systemd and every task, then let the flusher finish what
+        // it holds.
+        systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         drop(waiting);
         flusher.finish().await;
