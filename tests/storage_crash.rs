@@ -148,6 +148,25 @@ fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize) {
     }
 }
 
+/// sled releases its file lock only once its background threads let go of a dropped store;
+/// wait for that so the next child does not race this process for the lock.
+fn wait_until_unlocked(dir: &Path) {
+    let file = std::fs::File::open(dir.join("db")).unwrap();
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                file.unlock().unwrap();
+                return;
+            }
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("store still locked 10 s after the check: {e}"),
+        }
+    }
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_record() {
     let seed: u64 = std::env::var("PAXOS_CRASH_SEED")
@@ -183,29 +202,39 @@ fn kill_9_loses_no_acknowledged_record() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
         let reader = std::thread::spawn(move || {
-            let mut ids = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(id) = line.strip_prefix("ACK ") {
-                    ids.push(id.trim().parse::<u64>().unwrap());
+                    let _ = tx.send(id.trim().parse::<u64>().unwrap());
                 }
             }
-            ids
         });
-        // Random instants: some during startup and recovery, most mid-stream.
-        let delay_ms = if rng.gen_bool(0.15) {
-            rng.gen_range(0..30)
+        // Random instants: some during startup and recovery (timed from the spawn), most
+        // mid-stream (timed from the first acknowledgement, so a slow machine still gets
+        // kills while batches are being written).
+        let mut ids = Vec::new();
+        let when = if rng.gen_bool(0.15) {
+            let delay_ms = rng.gen_range(0..40);
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            format!("{delay_ms} ms after spawn")
         } else {
-            rng.gen_range(30..300)
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(id) => ids.push(id),
+                Err(e) => panic!("trial {trial}: no acknowledgement from the child: {e}"),
+            }
+            let delay_ms = rng.gen_range(0..250);
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            format!("{delay_ms} ms after the first ack")
         };
-        std::thread::sleep(Duration::from_millis(delay_ms));
         if let Ok(Some(status)) = child.try_wait() {
             panic!("trial {trial}: child exited on its own: {status}");
         }
         child.kill().unwrap(); // SIGKILL on unix
         child.wait().unwrap();
-        let ids = reader.join().unwrap();
+        reader.join().unwrap();
+        ids.extend(rx.try_iter());
         if !ids.is_empty() {
             kills_after_acks += 1;
         }
@@ -233,8 +262,9 @@ fn kill_9_loses_no_acknowledged_record() {
             state.promised
         );
         last_promised = state.promised;
+        wait_until_unlocked(dir.path());
         eprintln!(
-            "trial {trial}: killed after {delay_ms} ms, {} batches acknowledged this run, {} in total, {} accepted slots on disk",
+            "trial {trial}: killed {when}, {} batches acknowledged this run, {} in total, {} accepted slots on disk",
             ids.len(),
             acked.len(),
             state.accepted.len()
