@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Same-machine comparison of paxos against etcd, with one load shape for both:
+# N closed-loop clients, each with one write in flight, each submitting one SIZE-byte
+# message after another for DURATION seconds (`paxosctl bench` for paxos,
+# bench/etcd's `etcd-bench` for etcd's v3 put). Every acknowledged write is fsynced on
+# a majority in both systems (paxos: sled flush + sync_data; etcd: its WAL fsync).
+#
+#   bash bench/compare_etcd.sh                       # clients 1 16 64 256, 100 B, 10 s each
+#   DURATION=30 CLIENTS="16 64" bash bench/compare_etcd.sh
+#
+# Knobs (environment):
+#   DURATION=10           seconds per bench run
+#   CLIENTS="1 16 64 256" client counts, one paxos run then one etcd run for each
+#   SIZE=100              message / value bytes
+#   ETCD_CONNS=0          etcd-bench --conns (0 = one gRPC connection per client, like paxos)
+#   ETCD_TARGET_LEADER=1  1 = etcd-bench sends to the leader's endpoint only (paxos's
+#                         client also sends to its leader); 0 = balance over all 3
+#   PAXOS_BASE_PORT=7501  paxos replicas on 7501-7503
+#   ETCD_CLIENT_BASE=23791 ETCD_PEER_BASE=23801   etcd on 23791-23793 / 23801-23803
+#   WORK_PARENT=/tmp      where the temp dir for both clusters' data goes (same disk for both)
+#   KEEP=1                keep the temp dir (data and logs) instead of removing it
+#
+# Needs target/release/paxosd and paxosctl already built (this script never builds the
+# main crate); builds bench/etcd with `nice -n 19 cargo build --release` if its binary
+# is missing; installs Debian's etcd-server/etcd-client if etcd is missing.
+# Everything it starts is bounded by `timeout` and killed by PID on exit.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-"1 16 64 256"}
+SIZE=${SIZE:-100}
+ETCD_CONNS=${ETCD_CONNS:-0}
+ETCD_TARGET_LEADER=${ETCD_TARGET_LEADER:-1}
+PAXOS_BASE_PORT=${PAXOS_BASE_PORT:-7501}
+ETCD_CLIENT_BASE=${ETCD_CLIENT_BASE:-23791}
+ETCD_PEER_BASE=${ETCD_PEER_BASE:-23801}
+WORK_PARENT=${WORK_PARENT:-${TMPDIR:-/tmp}}
+KEEP=${KEEP:-0}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PAXOSD=$REPO/target/release/paxosd
+PAXOSCTL=$REPO/target/release/paxosctl
+ETCD_BENCH=$REPO/bench/etcd/target/release/etcd-bench
+# Upper bound on the life of every daemon started here (all runs plus slack).
+n_runs=$(wc -w <<<"$CLIENTS")
+LIFETIME=$(( (DURATION + 40) * 2 * n_runs + 300 ))
+BENCH_TIMEOUT=$(( DURATION + 60 ))
+
+log() { printf '%s\n' "compare_etcd: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for b in "$PAXOSD" "$PAXOSCTL"; do
+    [[ -x $b ]] || die "$b missing: build the main crate first (cargo build --release)"
+done
+
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+    log "installing etcd-server etcd-client (Debian)"
+    timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client >&2 \
+        || { timeout 600 apt-get update >&2 && timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server etcd-client >&2; } \
+        || die "cannot install etcd-server/etcd-client"
+fi
+
+if [[ ! -x $ETCD_BENCH ]]; then
+    if ! command -v protoc >/dev/null; then
+        log "installing protobuf-compiler (etcd-client's build script needs protoc)"
+        timeout 600 env DEBIAN_FRONTEND=noninteractive apt-get install -y protobuf-compiler >&2 \
+            || die "cannot install protobuf-compiler"
+    fi
+    log "building bench/etcd (nice -n 19 cargo build --release)"
+    (cd "$REPO/bench/etcd" && timeout 1800 nice -n 19 cargo build --release >&2) \
+        || die "bench/etcd build failed"
+fi
+
+# Refuse to run over something already listening on our ports.
+ports=()
+for i in 0 1 2; do
+    ports+=($((PAXOS_BASE_PORT + i)) $((ETCD_CLIENT_BASE + i)) $((ETCD_PEER_BASE + i)))
+done
+if command -v ss >/dev/null; then
+    listening=$(ss -Hltn 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u)
+    for p in "${ports[@]}"; do
+        grep -qx "$p" <<<"$listening" && die "port $p is already in use"
+    done
+fi
+
+WORK=$(mktemp -d "$WORK_PARENT/compare_etcd.XXXXXX")
+PIDS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    # TERM every PID we started: each is a `timeout -k 5` wrapping one daemon, which
+    # passes the TERM on and KILLs its daemon 5 s later if it is still there (an etcd
+    # leader whose peers stopped first keeps campaigning instead of exiting). Give them
+    # 10 s together, then KILL whatever is left.
+    if ((${#PIDS[@]})); then
+        # bash would report each `timeout` that re-raises its child's SIGKILL as "Killed".
+        exec 3>&2 2>/dev/null
+        for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+        for _ in $(seq 100); do
+            alive=0
+            for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        {
+            for pid in "${PIDS[@]}"; do
+                kill -KILL "$pid" 2>/dev/null || true
+                wait "$pid" 2>/dev/null || true
+            done
+        } 2>/dev/null
+        exec 2>&3 3>&-
+    fi
+    if [[ $KEEP == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "work dir $WORK ($(df -h --output=source,fstype "$WORK" | tail -1 | tr -s ' '))"
+
+# ---- paxos: 3 replicas -------------------------------------------------------------
+mkdir -p "$WORK/paxos"
+PAXOS_CONF=$WORK/paxos.toml
+timeout 30 "$PAXOSCTL" gen-config -f 1 --base-port "$PAXOS_BASE_PORT" -o "$PAXOS_CONF" >&2
+sed -i "s|^data_dir = .*|data_dir = \"$WORK/paxos\"|" "$PAXOS_CONF"
+grep -q "^data_dir = \"$WORK/paxos\"" "$PAXOS_CONF" || die "could not set data_dir in $PAXOS_CONF"
+for uid in 0 1 2; do
+    timeout -k 5 "$LIFETIME" "$PAXOSD" --config "$PAXOS_CONF" --uid "$uid" \
+        >"$WORK/paxosd-$uid.out" 2>&1 &
+    PIDS+=($!)
+done
+
+# ---- etcd: 3 members, default fsync behaviour ----------------------------------------
+ETCD_EPS=""
+INITIAL=""
+for i in 1 2 3; do
+    c=$((ETCD_CLIENT_BASE + i - 1)); p=$((ETCD_PEER_BASE + i - 1))
+    ETCD_EPS+="${ETCD_EPS:+,}127.0.0.1:$c"
+    INITIAL+="${INITIAL:+,}e$i=http://127.0.0.1:$p"
+done
+for i in 1 2 3; do
+    c=$((ETCD_CLIENT_BASE + i - 1)); p=$((ETCD_PEER_BASE + i - 1))
+    mkdir -p "$WORK/etcd/e$i"
+    timeout -k 5 "$LIFETIME" etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
+        --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+        --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+        --initial-cluster "$INITIAL" --initial-cluster-state new \
+        --initial-cluster-token "compare-etcd-$$" \
+        --quota-backend-bytes $((8 * 1024 * 1024 * 1024)) \
+        --logger zap >"$WORK/etcd-$i.out" 2>&1 &
+    PIDS+=($!)
+done
+
+# ---- wait until both clusters commit a write ------------------------------------------
+ready=0
+for _ in $(seq 60); do
+    if timeout 10 "$PAXOSCTL" --config "$PAXOS_CONF" submit "compare_etcd warm-up" >/dev/null 2>&1; then
+        ready=1; break
+    fi
+    sleep 0.5
+done
+[[ $ready == 1 ]] || { tail -n 20 "$WORK"/paxosd-*.out >&2; die "paxos cluster did not come up"; }
+ready=0
+for _ in $(seq 60); do
+    if ETCDCTL_API=3 timeout 10 etcdctl --endpoints="$ETCD_EPS" --command-timeout=5s \
+        put compare_etcd_warmup x >/dev/null 2>&1; then
+        ready=1; break
+    fi
+    sleep 0.5
+done
+[[ $ready == 1 ]] || { tail -n 20 "$WORK"/etcd-*.out >&2; die "etcd cluster did not come up"; }
+log "both clusters up: paxos on 127.0.0.1:$PAXOS_BASE_PORT-$((PAXOS_BASE_PORT + 2)), etcd on $ETCD_EPS"
+log "$(etcd --version | head -1), $("$PAXOSCTL" --version)"
+
+jget() { # jget KEY JSON-LINE -> number
+    sed -n "s/.*\"$1\":\([-0-9.eE+]*\).*/\1/p" <<<"$2"
+}
+
+etcd_args=(--endpoints "$ETCD_EPS" --conns "$ETCD_CONNS")
+[[ $ETCD_TARGET_LEADER == 1 ]] && etcd_args+=(--target-leader)
+
+declare -A RES
+for n in $CLIENTS; do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    log "clients=$n size=$SIZE duration=${DURATION}s (loadavg $load): paxos"
+    pj=$(timeout -k 5 "$BENCH_TIMEOUT" "$PAXOSCTL" --config "$PAXOS_CONF" bench --json \
+        --clients "$n" --duration "$DURATION" --size "$SIZE" 2>"$WORK/paxos-bench-$n.err" | tail -n 1) || true
+    grep -h "errors; the first" "$WORK/paxos-bench-$n.err" >&2 || true
+    echo "paxos clients=$n $pj"
+    log "clients=$n size=$SIZE duration=${DURATION}s: etcd"
+    ej=$(timeout -k 5 "$BENCH_TIMEOUT" "$ETCD_BENCH" "${etcd_args[@]}" \
+        --clients "$n" --duration "$DURATION" --size "$SIZE" 2>"$WORK/etcd-bench-$n.err" | tail -n 1) || true
+    grep -h "etcd-bench: " "$WORK/etcd-bench-$n.err" >&2 || true
+    echo "etcd  clients=$n $ej"
+    RES[$n]="$load|$pj|$ej"
+done
+
+# Evidence that etcd fsyncs: its leader's WAL fsync count and mean over all the runs.
+if command -v curl >/dev/null; then
+    for ep in ${ETCD_EPS//,/ }; do
+        m=$(timeout 5 curl -s "http://$ep/metrics" || true)
+        if grep -q '^etcd_server_is_leader 1' <<<"$m"; then
+            cnt=$(sed -n 's/^etcd_disk_wal_fsync_duration_seconds_count \(.*\)/\1/p' <<<"$m")
+            sum=$(sed -n 's/^etcd_disk_wal_fsync_duration_seconds_sum \(.*\)/\1/p' <<<"$m")
+            log "etcd leader $ep: $cnt WAL fsyncs, mean $(awk -v s="$sum" -v c="$cnt" 'BEGIN { if (c > 0) printf "%.3f", 1000 * s / c; else printf "-" }') ms"
+        fi
+    done
+fi
+
+ratio() { # ratio A B -> A/B with 2 decimals, "-" if B is zero or missing
+    awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else printf "-" }'
+}
+
+echo
+echo "paxos vs etcd $(etcd --version | head -1 | awk '{print $3}'): ${SIZE} B writes, ${DURATION} s per run, 3 replicas on loopback, $(nproc) cores"
+printf '%7s | %10s %8s %8s %6s | %10s %8s %8s %6s | %8s %8s %8s | %5s\n' \
+    clients "paxos op/s" "p50 ms" "p99 ms" err "etcd op/s" "p50 ms" "p99 ms" err \
+    "op/s x" "p50 x" "p99 x" load
+for n in $CLIENTS; do
+    IFS='|' read -r load pj ej <<<"${RES[$n]}"
+    po=$(jget ops_per_s "$pj"); p5=$(jget p50_ms "$pj"); p9=$(jget p99_ms "$pj"); pe=$(jget errors "$pj")
+    eo=$(jget ops_per_s "$ej"); e5=$(jget p50_ms "$ej"); e9=$(jget p99_ms "$ej"); ee=$(jget errors "$ej")
+    printf '%7s | %10s %8s %8s %6s | %10s %8s %8s %6s | %8s %8s %8s | %5s\n' \
+        "$n" "${po:--}" "${p5:--}" "${p9:--}" "${pe:--}" "${eo:--}" "${e5:--}" "${e9:--}" "${ee:--}" \
+        "$(ratio "$po" "$eo")" "$(ratio "$p5" "$e5")" "$(ratio "$p9" "$e9")" "$load"
+done
+echo "(x = paxos / etcd; op/s x > 1 means paxos is faster, p50/p99 x < 1 means paxos has lower latency; load = 1-min loadavg before the run)"
