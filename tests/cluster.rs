@@ -378,39 +378,39 @@ async fn sigterm_stops_cleanly_and_restart_keeps_the_log() {
     assert_acked_once(&log, &acked);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_config_and_flags_exit_2_naming_the_field() {
+/// Runs `paxosd` with `args`; returns its exit code and stderr.
+fn paxosd_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
+        .args(args)
+        .output()
+        .expect("run paxosd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_config_and_flags_exit_2_naming_the_field() {
     let cluster = Cluster::new(1, 0.0);
     let bad = cluster.dir.path().join("bad.toml");
     std::fs::write(&bad, "f = 1\ntimeout_ms = \"soon\"\n").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
-        .args(["--config", bad.to_str().expect("utf8"), "--uid", "0"])
-        .output()
-        .expect("run paxosd");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout_ms"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
-        .args([
-            "--config",
-            cluster.config_path.to_str().expect("utf8"),
-            "--uid",
-            "7",
-        ])
-        .output()
-        .expect("run paxosd");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("uid"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosd"))
-        .args([
-            "--config",
-            cluster.config_path.to_str().expect("utf8"),
-            "--uid",
-            "1",
-            "--skip-slots",
-            "1",
-        ])
-        .output()
-        .expect("run paxosd");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("skip-slots"));
+    let bad = bad.to_str().expect("utf8");
+    let good = cluster.config_path.to_str().expect("utf8");
+    for (args, field) in [
+        (vec!["--config", bad, "--uid", "0"], "timeout_ms"),
+        (vec!["--config", good, "--uid", "7"], "uid"),
+        (
+            vec!["--config", good, "--uid", "1", "--skip-slots", "1"],
+            "skip-slots",
+        ),
+        (vec!["--config", good, "--uid", "0", "--bogus"], "--bogus"),
+    ] {
+        let (code, stderr) = paxosd_exit(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "{args:?} must name {field}: {stderr}"
+        );
+    }
 }

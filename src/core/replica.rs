@@ -461,28 +461,16 @@ impl Replica {
             return;
         }
         self.max_round_seen = self.max_round_seen.max(ballot.round);
-        if let Some(live) = self.sticky_leader() {
-            if live != from {
-                let promised = self.promised;
-                self.send(
-                    from,
-                    PeerMessage::Reject {
-                        ballot,
-                        promised,
-                        live_leader: Some(live),
-                    },
-                );
-                return;
-            }
-        }
-        if ballot < self.promised {
+        // Stickiness first: a live leader other than the candidate refuses it outright.
+        let live_leader = self.sticky_leader().filter(|live| *live != from);
+        if live_leader.is_some() || ballot < self.promised {
             let promised = self.promised;
             self.send(
                 from,
                 PeerMessage::Reject {
                     ballot,
                     promised,
-                    live_leader: None,
+                    live_leader,
                 },
             );
             return;
