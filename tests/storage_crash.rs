@@ -4,12 +4,16 @@
 //! intact, that nothing beyond the last acknowledged batch (plus the one in flight)
 //! appeared, and that the promised ballot never went backwards.
 //!
+//! The child writes checkpoint segments of `SEGMENT_SLOTS` slots (a few batches each), so
+//! kills also land while a segment is being written; the parent checks the checkpointed
+//! load (`load`, `read_offline`) against a full sled scan (`load_full`).
+//!
 //! The child is this very test binary, re-executed with `CHILD_ENV` set and told to run
 //! only `crash_child` (works under `cargo test` and nextest). Replay a run with
 //! `PAXOS_CRASH_SEED=<seed>`.
 
 use paxos::core::{Ballot, Record, RequestId, Slot, Uid, Value};
-use paxos::storage::sled_store::{read_offline, SledStorage, StoreMeta};
+use paxos::storage::sled_store::{read_offline, SledStorage, StoreMeta, StoreOptions};
 use paxos::storage::{PersistentState, Storage};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -23,6 +27,13 @@ const UID: Uid = 1;
 const CLUSTER_ID: u64 = 7;
 const SLOTS_PER_BATCH: u64 = 8;
 const TRIALS: usize = 24;
+const SEGMENT_SLOTS: u64 = 32;
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        segment_slots: SEGMENT_SLOTS,
+    }
+}
 
 fn ballot_of(batch: u64) -> Ballot {
     Ballot::new(batch / 4 + 1, UID)
@@ -65,13 +76,27 @@ fn batch_records(id: u64) -> Vec<Record> {
 
 /// The child: resumes after the highest batch in the store and writes until killed.
 fn run_child(dir: &Path) {
-    let mut storage = SledStorage::open(dir, UID, CLUSTER_ID).expect("child: open");
+    let mut storage = SledStorage::open_with(dir, UID, CLUSTER_ID, options()).expect("child: open");
     let state = storage.load().expect("child: load");
     let mut id = state
         .accepted
         .keys()
         .next_back()
         .map_or(0, |slot| slot / SLOTS_PER_BATCH + 1);
+    // Like a recovering replica, decide what an interrupted batch accepted but left
+    // undecided (a crash can keep a batch's accepts and lose its decisions), so that the
+    // decided prefix, and the checkpoint segments with it, keep growing across kills.
+    let below = id.saturating_sub(1) * SLOTS_PER_BATCH;
+    let catch_up: Vec<Record> = state
+        .accepted
+        .range(..below)
+        .filter(|(slot, _)| !state.decided.contains_key(slot))
+        .map(|(slot, _)| Record::Decided {
+            slot: *slot,
+            value: value_of(*slot),
+        })
+        .collect();
+    storage.persist(&catch_up).expect("child: persist");
     let mut out = std::io::stdout().lock();
     loop {
         storage.persist(&batch_records(id)).expect("child: persist");
@@ -89,8 +114,9 @@ fn crash_child() {
     }
 }
 
-/// Checks the reopened store against everything acknowledged so far.
-fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize) {
+/// Checks the reopened store against everything acknowledged so far. `checkpointed`: the
+/// state came through checkpoint segments, which drop accepted entries of decided slots.
+fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize, checkpointed: bool) {
     let max_acked = acked.last().copied();
     for &id in acked {
         assert!(
@@ -101,7 +127,8 @@ fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize) {
         );
         for slot in id * SLOTS_PER_BATCH..(id + 1) * SLOTS_PER_BATCH {
             assert!(
-                state.accepted.contains_key(&slot),
+                state.accepted.contains_key(&slot)
+                    || (checkpointed && state.decided.contains_key(&slot)),
                 "trial {trial}: acknowledged accept at slot {slot} (batch {id}) is missing"
             );
         }
@@ -146,6 +173,32 @@ fn verify(state: &PersistentState, acked: &BTreeSet<u64>, trial: usize) {
             "trial {trial}: promise {p} from the future"
         );
     }
+}
+
+/// A checkpointed load equals a full scan except for accepted entries it drops, which are
+/// all of decided slots, and it keeps the highest accepted ballot.
+fn assert_same_for_the_core(state: &PersistentState, full: &PersistentState, trial: usize) {
+    assert_eq!(state.promised, full.promised, "trial {trial}: promise");
+    assert_eq!(state.decided, full.decided, "trial {trial}: decided");
+    for (slot, entry) in &full.accepted {
+        match state.accepted.get(slot) {
+            Some(kept) => assert_eq!(kept, entry, "trial {trial}: accepted at slot {slot}"),
+            None => assert!(
+                state.decided.contains_key(slot),
+                "trial {trial}: undecided accept at slot {slot} dropped"
+            ),
+        }
+    }
+    assert!(state
+        .accepted
+        .keys()
+        .all(|slot| full.accepted.contains_key(slot)));
+    let max = |s: &PersistentState| s.accepted.values().map(|(b, _)| *b).max();
+    assert_eq!(
+        max(state),
+        max(full),
+        "trial {trial}: highest accepted ballot"
+    );
 }
 
 /// sled releases its file lock only once its background threads let go of a dropped store;
@@ -242,8 +295,12 @@ fn kill_9_loses_no_acknowledged_record() {
 
         // Reopen the way the daemon does, or the way `paxosctl dump-log` does.
         let state = if trial % 2 == 0 {
-            let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
-            storage.load().unwrap()
+            let storage = SledStorage::open_with(dir.path(), UID, CLUSTER_ID, options()).unwrap();
+            let full = storage.load_full().unwrap();
+            verify(&full, &acked, trial, false);
+            let state = storage.load().unwrap();
+            assert_same_for_the_core(&state, &full, trial);
+            state
         } else {
             let (meta, state) = read_offline(dir.path()).unwrap();
             assert_eq!(
@@ -255,7 +312,7 @@ fn kill_9_loses_no_acknowledged_record() {
             );
             state
         };
-        verify(&state, &acked, trial);
+        verify(&state, &acked, trial, true);
         assert!(
             state.promised >= last_promised,
             "trial {trial}: promise went backwards from {last_promised:?} to {:?}",
@@ -263,11 +320,14 @@ fn kill_9_loses_no_acknowledged_record() {
         );
         last_promised = state.promised;
         wait_until_unlocked(dir.path());
+        let segments = std::fs::read_dir(dir.path().join("checkpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         eprintln!(
-            "trial {trial}: killed {when}, {} batches acknowledged this run, {} in total, {} accepted slots on disk",
+            "trial {trial}: killed {when}, {} batches acknowledged this run, {} in total, {} decided slots, {segments} checkpoint files",
             ids.len(),
             acked.len(),
-            state.accepted.len()
+            state.decided.len()
         );
     }
     assert!(
