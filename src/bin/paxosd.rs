@@ -111,11 +111,13 @@ fn main() -> ExitCode {
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "paxosd failed");
-            eprintln!("paxosd: {e:#}");
-            let config_error = e
-                .downcast_ref::<paxos::Error>()
-                .is_some_and(|e| matches!(e, paxos::Error::Config { .. }));
+            // A paxos::Error already names its cause; anyhow's `{:#}` would repeat it.
+            let (message, config_error) = match e.downcast_ref::<paxos::Error>() {
+                Some(pe) => (pe.to_string(), matches!(pe, paxos::Error::Config { .. })),
+                None => (format!("{e:#}"), false),
+            };
+            tracing::error!(error = %message, "paxosd failed");
+            eprintln!("paxosd: {message}");
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -70,11 +70,28 @@ impl ListenerConfig {
     }
 }
 
-/// Binds a listening socket, with the address in the error.
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
+/// The default of 128 overflowed when hundreds of clients connected at once, and each
+/// dropped SYN cost its client a one-second retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket (SO_REUSEADDR, a [`LISTEN_BACKLOG`] queue), with the address
+/// in the error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("binding {addr}"), e))
+    let context = || format!("binding {addr}");
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| Error::io(context(), e))?;
+    socket
+        .set_reuseaddr(true)
+        .map_err(|e| Error::io(context(), e))?;
+    socket.bind(addr).map_err(|e| Error::io(context(), e))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| Error::io(context(), e))
 }
 
 /// Accepts connections on `listener` until `shutdown` becomes `true` (or its sender is
