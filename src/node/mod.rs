@@ -113,6 +113,9 @@ impl Node {
             ));
         }
         let addr = config.replica_addr(uid)?;
+        // Bind before touching the store: a replica that cannot serve must not mark a
+        // fresh store as used (uid 0 would lose its initial leadership and --skip-slots).
+        let listener = crate::transport::listener::bind(addr).await?;
         let mut storage = SledStorage::open(&options.data_dir, uid, config.cluster_id())?;
         let state = storage.load()?;
         let fresh =
@@ -154,7 +157,6 @@ impl Node {
         let mut replica = Replica::new(replica_config, state, 0);
         let first = replica.take_ready();
         storage.persist(&first.records)?;
-        let listener = crate::transport::listener::bind(addr).await?;
         let status = replica.status();
         info!(uid, role = ?status.role, ballot = %status.ballot, decided_upto = status.decided_upto, "replica recovered");
         Ok(Node {
