@@ -12,6 +12,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
+/// A client connection silent for this long is closed (each holds one of the listener's
+/// bounded connection slots). Long enough for any `ReadLog` wait between requests.
+const CLIENT_IDLE: Duration = Duration::from_secs(300);
+
 pub(crate) async fn serve(
     mut conn: ClientConn,
     core: mpsc::Sender<ClientEvent>,
@@ -22,12 +26,16 @@ pub(crate) async fn serve(
     loop {
         let request = tokio::select! {
             _ = stop.changed() => return,
-            r = conn.read_request() => r,
+            r = tokio::time::timeout(CLIENT_IDLE, conn.read_request()) => r,
         };
         let request = match request {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
+            Err(_) => {
+                debug!(client = %peer, idle_s = CLIENT_IDLE.as_secs(), "closing idle client connection");
+                return;
+            }
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 warn!(client = %peer, error = %e, "closing client connection: bad frame");
                 return;
             }
