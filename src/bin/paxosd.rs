@@ -11,7 +11,9 @@ use paxos::node::{shutdown, systemd, Node, NodeOptions};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_subscriber::fmt::{format, FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -50,7 +52,11 @@ fn init_logging(config: &Config, uid: Uid) -> Logging {
         .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let stderr_layer = if journald {
-        stderr_layer.without_time().boxed()
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        stderr_layer.event_format(JournalPriority(format)).boxed()
     } else {
         stderr_layer.boxed()
     };
@@ -78,6 +84,33 @@ fn init_logging(config: &Config, uid: Uid) -> Logging {
         .with(file_layer)
         .init();
     Logging { _file_guard: guard }
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error, `<4>` warning, `<6>` info,
+/// `<7>` debug), which journald reads and strips, so `journalctl -p warning` works.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn main() -> ExitCode {

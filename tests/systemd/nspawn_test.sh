@@ -591,6 +591,21 @@ for ((u = 0; u < N; u++)); do
     fi
 done
 ok "journald lines carry no ANSI colours and no timestamps of their own, e.g.: $(head -1 "$WORK/journal.0")"
+if [ "$STANDIN" -eq 0 ]; then
+    # Each line carries its syslog priority (<4> warning, <6> info), which journald strips:
+    # after the leader's kill -9 its peers warned that their link went down.
+    cx journalctl --no-pager -o cat -p warning -u 'paxos@*' >"$WORK/journal.warnings" ||
+        die "journalctl -p warning failed"
+    grep -q 'peer link down' "$WORK/journal.warnings" ||
+        die "journalctl -p warning shows no 'peer link down' warning after the kill -9"
+    if grep -Eq '(^|[[:space:]])INFO[[:space:]]' "$WORK/journal.warnings"; then
+        die "journalctl -p warning shows info lines: $(grep -Em1 'INFO' "$WORK/journal.warnings")"
+    fi
+    if grep -Eq '^<[0-9]>' "$WORK/journal.0"; then
+        die "priority prefixes reached the journal text: $(grep -Em1 '^<[0-9]>' "$WORK/journal.0")"
+    fi
+    ok "journald priorities: journalctl -p warning has the peers' warnings and no info lines"
+fi
 nlogs=$(cx find -L /var/log/paxos -type f | wc -l)
 [ "$nlogs" -gt 0 ] || die "no log files under /var/log/paxos (log_dir in config.toml)"
 ok "$nlogs rolling log file(s) under /var/log/paxos as config.toml's log_dir says"
