@@ -222,6 +222,7 @@ fn new_leader_reproposes_highest_ballot_value_and_fills_holes_with_noops() {
         from: 2,
         msg: PeerMessage::Promise {
             ballot,
+            from_slot: 0,
             decided_upto: 0,
             entries: vec![
                 PromiseEntry {
@@ -262,6 +263,7 @@ fn chunked_promises_are_fetched_until_the_last_chunk() {
         from: 2,
         msg: PeerMessage::Promise {
             ballot,
+            from_slot: 0,
             decided_upto: 0,
             entries: vec![PromiseEntry {
                 slot: 0,

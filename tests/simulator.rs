@@ -58,6 +58,11 @@ struct Scenario {
     /// Every request must be committed by this time.
     deadline_ms: u64,
     skip_slots: Vec<Slot>,
+    /// Replicas that crash for good when faults end (at most f): liveness is then
+    /// required of the survivors.
+    permanent_down: usize,
+    /// Chance that a message is held back 100-2000 ms (long enough to cross a restart).
+    long_delay: f64,
 }
 
 impl Scenario {
@@ -82,6 +87,12 @@ impl Scenario {
             faults_end_ms,
             deadline_ms: faults_end_ms + 8_000,
             skip_slots,
+            permanent_down: if rng.chance(0.3) {
+                rng.range(1, (replicas / 2) as u64) as usize
+            } else {
+                0
+            },
+            long_delay: if rng.chance(0.5) { 0.01 } else { 0.0 },
         }
     }
 }
@@ -234,7 +245,12 @@ impl Sim {
             1
         };
         for _ in 0..copies {
-            let at = self.now + self.rng.range(1, self.sc.delay_max_ms);
+            let delay = if faulty && self.rng.chance(self.sc.long_delay) {
+                self.rng.range(100, 2_000)
+            } else {
+                self.rng.range(1, self.sc.delay_max_ms)
+            };
+            let at = self.now + delay;
             self.packet_seq += 1;
             let key = self.packet_seq as usize;
             self.packets.insert(key, packet.clone());
@@ -295,8 +311,16 @@ impl Sim {
         if ready.is_empty() {
             return Ok(());
         }
-        // A crash before the batch is flushed loses all of it, messages included.
+        // A crash during the flush keeps a prefix of the batch (sled recovers a prefix of
+        // its log) and sends nothing.
         if self.faulty() && self.rng.chance(self.sc.crash_in_step) && self.can_crash() {
+            let kept = self.rng.below(ready.records.len() as u64 + 1) as usize;
+            let prefix = &ready.records[..kept];
+            self.check_records(uid, prefix)?;
+            self.nodes[uid as usize]
+                .storage
+                .persist(prefix)
+                .map_err(|e| e.to_string())?;
             self.crash(uid);
             return Ok(());
         }
@@ -500,6 +524,16 @@ impl Sim {
             if self.partition.take().is_some() {
                 self.log(|| "partition healed (faults over)".into());
             }
+            if self.now == self.sc.faults_end_ms && self.sc.permanent_down > 0 {
+                let mut uids: Vec<Uid> = (0..self.sc.replicas as Uid).collect();
+                for _ in 0..self.sc.permanent_down {
+                    let uid = uids.remove(self.rng.below(uids.len() as u64) as usize);
+                    self.log(|| format!("PERMANENT crash of replica {uid}"));
+                    let node = &mut self.nodes[uid as usize];
+                    node.replica = None;
+                    node.down_until = u64::MAX;
+                }
+            }
             // The seed's skipped-slot case: holes stay until the initial leader dies.
             if self.now == self.sc.faults_end_ms && !self.sc.skip_slots.is_empty() {
                 let leading_zero = self.nodes[0]
@@ -622,7 +656,10 @@ impl Sim {
         };
         // No holes: nothing decided anywhere above the common prefix.
         uptos.len() == 1
-            && self.nodes.iter().all(|n| n.replica.is_some())
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.replica.is_some() || n.down_until == u64::MAX)
             && self.chosen.keys().all(|s| *s < upto)
     }
 
@@ -655,19 +692,22 @@ impl Sim {
         if !self.converged() {
             return Err("liveness: replicas did not converge on one decided prefix".into());
         }
-        let reference = self.nodes[0]
-            .replica
-            .as_ref()
-            .map(|r| r.log_entries(0, usize::MAX))
-            .unwrap_or_default();
-        for (uid, node) in self.nodes.iter().enumerate().skip(1) {
-            let log = node
-                .replica
-                .as_ref()
-                .map(|r| r.log_entries(0, usize::MAX))
-                .unwrap_or_default();
-            if log != reference {
-                return Err(format!("replica {uid}'s log differs from replica 0's"));
+        let logs: Vec<(usize, Vec<paxos::core::LogEntry>)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(uid, n)| {
+                n.replica
+                    .as_ref()
+                    .map(|r| (uid, r.log_entries(0, usize::MAX)))
+            })
+            .collect();
+        let (first_uid, reference) = logs.first().cloned().ok_or("no replica is up")?;
+        for (uid, log) in &logs {
+            if log != &reference {
+                return Err(format!(
+                    "replica {uid}'s log differs from replica {first_uid}'s"
+                ));
             }
         }
         let msgs: HashMap<RequestId, Slot> = reference

@@ -29,10 +29,14 @@ pub enum PeerMessage {
     /// Phase 1b: the acceptor has durably promised `ballot`.
     Promise {
         ballot: Ballot,
+        /// The `from_slot` of the Prepare this answers: a candidate takes only the chunk
+        /// it asked for last (a chunk delayed from an earlier request, or from before the
+        /// candidate restarted, is ignored).
+        from_slot: Slot,
         /// The acceptor's decided prefix: every slot below it is decided there (0: none).
         decided_upto: Slot,
-        /// Accepted or decided entries at slots `>= max(from_slot, decided_upto)`, in slot
-        /// order, at most one chunk of them.
+        /// Accepted or decided entries at slots `>= from_slot`, in slot order, at most one
+        /// chunk of them (decided ones with `accepted_in: None`).
         entries: Vec<PromiseEntry>,
         /// `None`: this was the last chunk. `Some(s)`: more entries start at slot `s`.
         next_slot: Option<Slot>,

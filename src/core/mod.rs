@@ -15,10 +15,13 @@
 //! - Leader stickiness: an acceptor that heard a live leader within `timeout_ms` refuses
 //!   other candidates' Prepares. A candidate does not promise itself until a majority of
 //!   the others promised, and steps back as soon as it hears a live leader.
-//! - Phase 1: Prepare(ballot, from_slot). Promises carry accepted and decided entries from
-//!   `max(from_slot, decided_upto)` in bounded chunks (`next_slot`). With a majority, the
-//!   new leader re-proposes every slot from the highest reported decided prefix to the
-//!   highest reported slot: the highest-ballot value, a reported decided value, or a no-op.
+//! - Phase 1: Prepare(ballot, from_slot), with `from_slot` the candidate's own decided
+//!   prefix. Promises carry every accepted and decided entry from `from_slot` on, in
+//!   bounded chunks (`next_slot`); each chunk echoes the `from_slot` it answers, and a
+//!   candidate takes only the chunk it asked for last. With a majority, the new leader
+//!   learns the reported decided values and re-proposes every other slot from its own
+//!   prefix to the highest reported slot: the highest-ballot value, or a no-op. No slot
+//!   depends on one peer staying alive.
 //! - Phase 2: the leader accepts its own proposal (persisted with the same Ready) and
 //!   pipelines Accept(ballot, first_slot, values[]) batches, up to `inflight_slots_max`
 //!   slots in flight. A slot is chosen with a majority of Accepted in one ballot; its
@@ -26,7 +29,11 @@
 //!   request is final only then).
 //! - Decisions ride on Accept and Heartbeat: the decided prefix (`commit`) and ranges of
 //!   decided slots above a hole. A follower decides a slot from them only if it accepted
-//!   that slot in the same ballot; anything else is fetched by chunked catch-up.
+//!   that slot in the same ballot; anything else is fetched by chunked catch-up (from
+//!   the most advanced peer; one that did not answer is tried last). A leader never
+//!   decides a slot at or above its start by catch-up, so its commit index covers only
+//!   what it chose itself (or learned in phase 1); a catch-up value that contradicts one
+//!   of its in-flight proposals deposes it.
 //! - Every request (Accept, Prepare, CatchUpRequest) is re-sent after `timeout_ms`.
 //! - Exactly once: requests carry `(client_id, seq)`. A duplicate of a decided request is
 //!   answered with its first slot; a duplicate of an in-flight one joins it. Applying the

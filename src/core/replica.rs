@@ -128,8 +128,6 @@ struct Campaign {
     progress: Vec<Option<PromiseProgress>>,
     /// Highest-ranked entry reported per slot: `accepted_in == None` (decided) outranks all.
     reported: BTreeMap<Slot, (Option<Ballot>, Value)>,
-    /// The highest decided prefix any promise reported, and who reported it.
-    decided_upto_max: (Slot, Uid),
     /// The leader this campaign replaces (the one we stopped hearing), if known.
     deposing: Option<Uid>,
 }
@@ -156,6 +154,10 @@ struct Queued {
 #[derive(Debug)]
 struct Leadership {
     ballot: Ballot,
+    /// The first slot this leadership proposes in (everything from here on is either
+    /// proposed in `ballot` or learned in phase 1). Catch-up never decides slots at or
+    /// above it while leading: the leader advertises only what it chose itself.
+    start_slot: Slot,
     /// The next slot a fresh client value goes into.
     next_slot: Slot,
     inflight: BTreeMap<Slot, Proposal>,
@@ -215,6 +217,9 @@ pub struct Replica {
     /// only then is its first slot in the log final (a retry may have landed twice).
     awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
     catch_up: Option<CatchUpProgress>,
+    /// The last catch-up peer that did not answer in time: tried last next time (it may
+    /// be dead, and its advertised prefix stale).
+    catch_up_unanswered: Option<Uid>,
     ready: Ready,
 }
 
@@ -247,6 +252,7 @@ impl Replica {
             decided_above: BTreeMap::new(),
             first_slot_of: HashMap::new(),
             catch_up: None,
+            catch_up_unanswered: None,
             ready: Ready::default(),
         };
         if fresh {
@@ -254,7 +260,7 @@ impl Replica {
             replica.ready.records.push(Record::Promise(Ballot::ZERO));
             replica.leader = Some(0);
             if replica.config.uid == 0 {
-                replica.role = RoleState::Leader(Leadership::new(Ballot::ZERO, 0, now_ms));
+                replica.role = RoleState::Leader(Leadership::new(Ballot::ZERO, 0, 0, now_ms));
             }
             return replica;
         }
@@ -372,10 +378,11 @@ impl Replica {
             PeerMessage::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
             PeerMessage::Promise {
                 ballot,
+                from_slot,
                 decided_upto,
                 entries,
                 next_slot,
-            } => self.on_promise(from, ballot, decided_upto, entries, next_slot),
+            } => self.on_promise(from, ballot, from_slot, decided_upto, entries, next_slot),
             PeerMessage::Reject {
                 ballot,
                 promised,
@@ -486,7 +493,9 @@ impl Replica {
         }
         self.last_heard_ms = self.now_ms;
 
-        let start = from_slot.max(self.decided_upto);
+        // Everything from the candidate's own prefix on, decided values included: the
+        // candidate must not depend on any one peer for slots it lacks.
+        let start = from_slot;
         let mut entries = Vec::new();
         let mut bytes = 0;
         let mut accepted = self.accepted.range(start..).peekable();
@@ -528,6 +537,7 @@ impl Replica {
             from,
             PeerMessage::Promise {
                 ballot,
+                from_slot,
                 decided_upto,
                 entries,
                 next_slot,
@@ -561,7 +571,6 @@ impl Replica {
             ballot,
             progress,
             reported: BTreeMap::new(),
-            decided_upto_max: (self.decided_upto, self.config.uid),
             deposing,
         });
         self.leader = None;
@@ -573,6 +582,7 @@ impl Replica {
         &mut self,
         from: Uid,
         ballot: Ballot,
+        from_slot: Slot,
         decided_upto: Slot,
         entries: Vec<PromiseEntry>,
         next_slot: Option<Slot>,
@@ -588,8 +598,8 @@ impl Replica {
         let Some(progress) = campaign.progress[from as usize].as_mut() else {
             return;
         };
-        if progress.done {
-            return;
+        if progress.done || progress.from_slot != from_slot {
+            return; // a duplicate, or a chunk answering an earlier request
         }
         let mut ask_next = None;
         match next_slot {
@@ -600,9 +610,6 @@ impl Replica {
             }
             Some(_) => {} // a stale chunk: the retransmission timer asks again
             None => progress.done = true,
-        }
-        if campaign.decided_upto_max.0 < decided_upto {
-            campaign.decided_upto_max = (decided_upto, from);
         }
         for entry in entries {
             rank_entry(
@@ -649,8 +656,9 @@ impl Replica {
     fn become_leader(&mut self, mut campaign: Campaign) {
         let ballot = campaign.ballot;
         self.promise(ballot);
-        let (reported_upto, reporter) = campaign.decided_upto_max;
-        let start = self.decided_upto.max(reported_upto);
+        // Promises reported everything from our own decided prefix on (decided values
+        // too), so no slot depends on a peer that may since have died.
+        let start = self.decided_upto;
         // Our own acceptor state counts as one promise.
         for (slot, (b, v)) in self.accepted.range(start..) {
             rank_entry(&mut campaign.reported, *slot, Some(*b), v.clone());
@@ -662,8 +670,8 @@ impl Replica {
             .reported
             .keys()
             .next_back()
-            .map_or(start, |s| (*s + 1).max(start));
-        let mut leadership = Leadership::new(ballot, end, self.now_ms);
+            .map_or(start, |s| s.saturating_add(1).max(start));
+        let mut leadership = Leadership::new(ballot, start, end, self.now_ms);
         self.leader = Some(self.config.uid);
         // Decided values reported by promises are chosen: learn them directly.
         let mut to_propose = Vec::new();
@@ -684,10 +692,6 @@ impl Replica {
         }
         self.role = RoleState::Leader(leadership);
         self.send_accepts(&proposed, None);
-        // Slots below the reported prefix that we lack: fetch them.
-        if self.decided_upto < reported_upto {
-            self.note_peer_decided(reporter, reported_upto);
-        }
         self.send_heartbeat();
         self.check_chosen(&proposed);
         self.maybe_catch_up();
@@ -773,10 +777,13 @@ impl Replica {
         commit: Slot,
         decided_above: &[SlotRange],
     ) {
+        let count = values.len() as u64;
+        if first_slot.checked_add(count).is_none() {
+            return; // malformed: slots past the end of the slot space
+        }
         if !self.hear_leader(from, ballot) {
             return;
         }
-        let count = values.len() as u64;
         for (slot, value) in (first_slot..).zip(values) {
             if self.decided.contains_key(&slot) {
                 continue;
@@ -1126,6 +1133,9 @@ impl Replica {
     /// Marks `slot` decided with `value` and persists it. Invariant: a decided slot never
     /// changes (agreement is checked by the simulator across replicas).
     fn decide(&mut self, slot: Slot, value: Value) {
+        if slot == Slot::MAX {
+            return; // malformed: no slot range can end after it
+        }
         if let Some(existing) = self.decided.get(&slot) {
             // Two values for one slot means a broken peer or a protocol bug: the simulator
             // stops on it; a release build keeps the first value rather than crash on input.
@@ -1141,6 +1151,9 @@ impl Replica {
 
     /// Updates the in-memory decided state (no record: used by recovery and `decide`).
     fn learn_decided(&mut self, slot: Slot, value: Value) {
+        if slot == Slot::MAX {
+            return;
+        }
         if let Some(id) = value.request_id() {
             let first = self.first_slot_of.entry(id).or_insert(slot);
             *first = (*first).min(slot);
@@ -1215,23 +1228,27 @@ impl Replica {
         if self.catch_up.is_some() {
             return;
         }
+        // A leader fetches only what lies below its own proposals.
+        let limit = match &self.role {
+            RoleState::Leader(l) => l.start_slot,
+            _ => Slot::MAX,
+        };
         let me = self.config.uid as usize;
+        let mine = self.decided_upto;
+        let unanswered = self.catch_up_unanswered.map(|u| u as usize);
         let best = self
             .peer_decided_upto
             .iter()
             .enumerate()
-            .filter(|(p, _)| *p != me)
-            .max_by_key(|(_, d)| **d);
-        if let Some((peer, upto)) = best {
-            if *upto > self.decided_upto {
-                let peer = peer as Uid;
-                self.catch_up = Some(CatchUpProgress {
-                    peer,
-                    sent_ms: self.now_ms,
-                });
-                let from_slot = self.decided_upto;
-                self.send(peer, PeerMessage::CatchUpRequest { from_slot });
-            }
+            .filter(|(p, upto)| *p != me && (**upto).min(limit) > mine)
+            .max_by_key(|(p, upto)| (Some(*p) != unanswered, **upto));
+        if let Some((peer, _)) = best {
+            let peer = peer as Uid;
+            self.catch_up = Some(CatchUpProgress {
+                peer,
+                sent_ms: self.now_ms,
+            });
+            self.send(peer, PeerMessage::CatchUpRequest { from_slot: mine });
         }
     }
 
@@ -1259,11 +1276,34 @@ impl Replica {
 
     fn on_catch_up(&mut self, from: Uid, entries: Vec<(Slot, Value)>, decided_upto: Slot) {
         self.note_peer_decided(from, decided_upto);
+        if let RoleState::Leader(l) = &self.role {
+            // A different value chosen in a slot we have in flight: a higher ballot chose
+            // it, so we no longer lead.
+            let deposed = entries
+                .iter()
+                .any(|(slot, v)| l.inflight.get(slot).is_some_and(|p| &p.value != v));
+            if deposed {
+                self.become_follower(None);
+            }
+        }
+        // While leading, slots from our start on are decided only by our own ballot:
+        // followers decide from our commit index what they accepted in our ballot, so we
+        // must never advertise a slot we did not choose ourselves.
+        let leading_from = match &self.role {
+            RoleState::Leader(l) => Some(l.start_slot),
+            _ => None,
+        };
         for (slot, value) in entries {
+            if leading_from.is_some_and(|start| slot >= start) {
+                continue;
+            }
             self.decide(slot, value);
         }
         if self.catch_up.as_ref().is_some_and(|c| c.peer == from) {
             self.catch_up = None;
+        }
+        if self.catch_up_unanswered == Some(from) {
+            self.catch_up_unanswered = None;
         }
         self.maybe_catch_up();
     }
@@ -1279,7 +1319,7 @@ impl Replica {
             .as_ref()
             .is_some_and(|c| now.saturating_sub(c.sent_ms) >= timeout)
         {
-            self.catch_up = None;
+            self.catch_up_unanswered = self.catch_up.take().map(|c| c.peer);
             self.maybe_catch_up();
         }
         match &mut self.role {
@@ -1323,9 +1363,10 @@ impl Replica {
 }
 
 impl Leadership {
-    fn new(ballot: Ballot, next_slot: Slot, now_ms: u64) -> Leadership {
+    fn new(ballot: Ballot, start_slot: Slot, next_slot: Slot, now_ms: u64) -> Leadership {
         Leadership {
             ballot,
+            start_slot,
             next_slot,
             inflight: BTreeMap::new(),
             request_slots: HashMap::new(),
