@@ -419,3 +419,31 @@ fn candidate_refused_for_the_leader_it_deposes_retries_after_two_heartbeats() {
     );
     assert!(r.status().ballot > ballot);
 }
+
+#[test]
+fn a_deposed_leader_tells_its_waiting_clients_where_to_go() {
+    let mut r = fresh(0);
+    submit(&mut r, 1, 1);
+    let _ = r.take_ready();
+    // A higher ballot's leader (uid 2) is heard: the in-flight client is redirected now.
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::Heartbeat {
+            ballot: Ballot::new(4, 2),
+            commit: 0,
+            decided_above: vec![],
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(r.status().role, Role::Follower);
+    assert_eq!(
+        ready.replies,
+        vec![(
+            1,
+            SubmitReply::NotLeader {
+                id: id(1),
+                leader: Some(2)
+            }
+        )]
+    );
+}

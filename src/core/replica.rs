@@ -12,7 +12,7 @@ use super::message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, Su
 use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
 use crate::storage::PersistentState;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Tunables of one replica. [`ReplicaConfig::new`] fills in sensible bounds.
 #[derive(Clone, Debug)]
@@ -164,6 +164,8 @@ struct Leadership {
     /// Which slot an in-flight request was proposed in (joins duplicates).
     request_slots: HashMap<RequestId, Slot>,
     queue: VecDeque<Queued>,
+    /// The ids in `queue`, so a duplicate submit is found without a scan.
+    queued: HashSet<RequestId>,
     heartbeat_sent_ms: u64,
     resend_scan_ms: u64,
 }
@@ -452,7 +454,33 @@ impl Replica {
         }
     }
 
+    /// Leaving leadership: every client waiting on this leader's proposals or queue is
+    /// told to go elsewhere now (it retries with the same id; a proposal that still gets
+    /// chosen is found by the next leader's dedupe), instead of waiting for a timeout.
+    fn release_clients(&mut self, leader: Option<Uid>) {
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let mut released: Vec<(ClientRef, RequestId)> = Vec::new();
+        for proposal in std::mem::take(&mut l.inflight).into_values() {
+            if let Some(id) = proposal.value.request_id() {
+                released.extend(proposal.clients.into_iter().map(|c| (c, id)));
+            }
+        }
+        for queued in std::mem::take(&mut l.queue) {
+            released.extend(queued.clients.into_iter().map(|c| (c, queued.id)));
+        }
+        l.queued.clear();
+        l.request_slots.clear();
+        for (client, id) in released {
+            self.ready
+                .replies
+                .push((client, SubmitReply::NotLeader { id, leader }));
+        }
+    }
+
     fn become_follower(&mut self, leader: Option<Uid>) {
+        self.release_clients(leader);
         self.role = RoleState::Follower;
         self.leader = leader;
         self.last_heard_ms = self.now_ms;
@@ -551,6 +579,7 @@ impl Replica {
     /// until a majority of the others has promised: until then it keeps following a live
     /// leader it hears, so a partitioned replica cannot depose a healthy one.
     fn start_campaign(&mut self) {
+        self.release_clients(None);
         let ballot = Ballot::new(
             self.max_round_seen.max(self.promised.round) + 1,
             self.config.uid,
@@ -758,6 +787,7 @@ impl Replica {
             RoleState::Candidate(_) => self.role = RoleState::Follower,
             RoleState::Leader(l) => {
                 debug_assert!(l.ballot < ballot, "two leaders of ballot {ballot}");
+                self.release_clients(Some(from));
                 self.role = RoleState::Follower;
             }
         }
@@ -898,9 +928,11 @@ impl Replica {
                 return;
             }
         }
-        if let Some(q) = l.queue.iter_mut().find(|q| q.id == id) {
-            q.clients.push(client);
-            return;
+        if l.queued.contains(&id) {
+            if let Some(q) = l.queue.iter_mut().find(|q| q.id == id) {
+                q.clients.push(client);
+                return;
+            }
         }
         if l.queue.len() >= queue_max {
             // Overloaded: the client backs off and retries this same leader.
@@ -910,6 +942,7 @@ impl Replica {
                 .push((client, SubmitReply::NotLeader { id, leader }));
             return;
         }
+        l.queued.insert(id);
         l.queue.push_back(Queued {
             id,
             body,
@@ -930,6 +963,7 @@ impl Replica {
         let mut proposed = Vec::new();
         while l.inflight.len() < self.config.inflight_slots_max {
             let Some(q) = l.queue.pop_front() else { break };
+            l.queued.remove(&q.id);
             if l.ballot == Ballot::ZERO {
                 while self.config.skip_slots.contains(&l.next_slot) {
                     l.next_slot += 1;
@@ -1076,12 +1110,28 @@ impl Replica {
             }
         }
         for (slot, p) in chosen {
-            if let Some(id) = p.value.request_id() {
+            let id = p.value.request_id();
+            if let Some(id) = id {
                 if !p.clients.is_empty() {
                     self.awaiting_apply.entry(id).or_default().extend(p.clients);
                 }
             }
             self.decide(slot, p.value);
+            // Normally answered as the prefix passes the slot (in `decide`); if the
+            // request was already applied at an earlier slot, answer now.
+            if let Some(id) = id {
+                let applied = self.first_slot_of.get(&id).copied();
+                if applied.is_some_and(|first| first < self.decided_upto) {
+                    if let Some(clients) = self.awaiting_apply.remove(&id) {
+                        let slot = applied.unwrap_or(slot);
+                        for client in clients {
+                            self.ready
+                                .replies
+                                .push((client, SubmitReply::Committed { id, slot }));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -1371,6 +1421,7 @@ impl Leadership {
             inflight: BTreeMap::new(),
             request_slots: HashMap::new(),
             queue: VecDeque::new(),
+            queued: HashSet::new(),
             heartbeat_sent_ms: 0,
             resend_scan_ms: now_ms,
         }
