@@ -20,6 +20,14 @@ fn fresh(uid: u32) -> Replica {
     r
 }
 
+/// Lets a fresh follower time out (leader 0 silent) and campaign; returns its ballot.
+fn campaign(r: &mut Replica) -> Ballot {
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    assert_eq!(r.status().role, Role::Candidate);
+    let _ = r.take_ready();
+    r.status().ballot
+}
+
 fn id(seq: u64) -> RequestId {
     RequestId { client_id: 7, seq }
 }
@@ -213,9 +221,7 @@ fn follower_campaigns_after_timeout_with_rank_stagger() {
 #[test]
 fn new_leader_reproposes_highest_ballot_value_and_fills_holes_with_noops() {
     let mut r = fresh(1);
-    r.step(Input::Tick { now_ms: TIMEOUT });
-    let ballot = r.status().ballot;
-    let _ = r.take_ready();
+    let ballot = campaign(&mut r);
     // Uid 2 promises: slot 0 accepted in (0,0) and slot 2 accepted in (1,0); slot 1 is a
     // hole that nobody accepted.
     r.step(Input::Peer {
@@ -256,9 +262,7 @@ fn new_leader_reproposes_highest_ballot_value_and_fills_holes_with_noops() {
 #[test]
 fn chunked_promises_are_fetched_until_the_last_chunk() {
     let mut r = fresh(1);
-    r.step(Input::Tick { now_ms: TIMEOUT });
-    let ballot = r.status().ballot;
-    let _ = r.take_ready();
+    let ballot = campaign(&mut r);
     r.step(Input::Peer {
         from: 2,
         msg: PeerMessage::Promise {
@@ -391,10 +395,7 @@ fn reading_the_log_beyond_the_decided_prefix_is_empty_not_a_panic() {
 #[test]
 fn candidate_refused_for_the_leader_it_deposes_retries_after_two_heartbeats() {
     let mut r = fresh(1);
-    r.step(Input::Tick { now_ms: TIMEOUT });
-    assert_eq!(r.status().role, Role::Candidate);
-    let ballot = r.status().ballot;
-    let _ = r.take_ready();
+    let ballot = campaign(&mut r);
     // uid 2 heard leader 0 a moment later than we did: still sticky.
     r.step(Input::Peer {
         from: 2,
