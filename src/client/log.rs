@@ -12,11 +12,10 @@
 //!    at the first hole, where application stops.
 
 use super::{Client, ClientError};
-use crate::core::{LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};
+use crate::core::{LogEntry, LogEntryKind, Slot, Uid};
 use crate::storage::sled_store::{read_offline, StoreMeta};
 use crate::storage::PersistentState;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::path::Path;
 
 /// Entries asked for per `ReadLog` (the replica may send fewer).
@@ -85,22 +84,9 @@ pub fn chat_line(entry: &LogEntry) -> Option<String> {
     }
 }
 
-/// The applied log of a replica's durable state: decided slots from 0 up to the first
-/// hole, marked msg / noop / dup.
+/// The applied log of a replica's durable state (the core's rule, [`crate::core::applied`]).
 pub fn applied_log(state: &PersistentState) -> Vec<LogEntry> {
-    let mut seen: HashSet<RequestId> = HashSet::new();
-    let mut out = Vec::new();
-    for (expected, (slot, value)) in (0..).zip(state.decided.iter()) {
-        if *slot != expected {
-            break; // a hole: application stops here
-        }
-        let first = match value {
-            Value::Noop => true,
-            Value::Msg { id, .. } => seen.insert(*id),
-        };
-        out.push(LogEntry::from_decided(*slot, value, first));
-    }
-    out
+    crate::core::applied::applied_log(&state.decided)
 }
 
 /// Reads the applied log of a stopped replica's store at `dir` (its `node-<uid>`
@@ -258,7 +244,7 @@ impl LogFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Ballot, Value};
+    use crate::core::{Ballot, RequestId, Value};
 
     fn id(client_id: u64, seq: u64) -> RequestId {
         RequestId { client_id, seq }

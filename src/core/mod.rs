@@ -54,10 +54,13 @@
 //! Log compaction/snapshots (the whole log stays in memory and on disk), membership
 //! changes, and leader leases for reads (reads are served from the local applied log).
 
+pub mod applied;
 mod message;
 mod replica;
+mod state;
 mod types;
 
 pub use message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
 pub use replica::{Input, Ready, Replica, ReplicaConfig, ReplicaStatus, Role};
+pub use state::PersistentState;
 pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};

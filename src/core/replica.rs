@@ -8,9 +8,10 @@
 //! `on_reject`, `on_catch_up_request` / `on_catch_up`, `on_submit` (client), `on_tick`
 //! (heartbeats, failure detection, retransmission).
 
+use super::applied::applied_entry;
 use super::message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
+use super::state::PersistentState;
 use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
-use crate::storage::PersistentState;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -235,8 +236,7 @@ impl Replica {
             "cluster size must be 1..=64"
         );
         assert!((config.uid as usize) < config.replicas, "uid out of range");
-        let fresh =
-            state.promised.is_none() && state.accepted.is_empty() && state.decided.is_empty();
+        let fresh = state.is_fresh();
         let mut replica = Replica {
             peer_decided_upto: vec![0; config.replicas],
             awaiting_apply: HashMap::new(),
@@ -367,8 +367,8 @@ impl Replica {
             .map(|(slot, value)| {
                 let first = value
                     .request_id()
-                    .is_none_or(|id| self.first_slot_of.get(&id) == Some(slot));
-                LogEntry::from_decided(*slot, value, first)
+                    .and_then(|id| self.first_slot_of.get(&id).copied());
+                applied_entry(*slot, value, first)
             })
             .collect()
     }

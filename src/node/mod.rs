@@ -118,8 +118,7 @@ impl Node {
         let listener = crate::transport::listener::bind(addr).await?;
         let mut storage = SledStorage::open(&options.data_dir, uid, config.cluster_id())?;
         let state = storage.load()?;
-        let fresh =
-            state.promised.is_none() && state.accepted.is_empty() && state.decided.is_empty();
+        let fresh = state.is_fresh();
         if !options.skip_slots.is_empty() {
             if uid != 0 {
                 return Err(Error::config(
