@@ -1,10 +1,9 @@
 //! Schedules that once broke the core, each pinned down by a scripted network
 //! (found by review; the random simulator had not produced them).
 
-#[path = "regressions/common.rs"]
-mod common;
-use common::*;
+mod support;
 use paxos::core::*;
+use support::core_net::*;
 
 /// 5 replicas. A leader (L) that learned a slot by catch-up must not advertise it in its
 /// commit index: a follower that accepted another value for that slot in L's ballot

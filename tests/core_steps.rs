@@ -1,10 +1,12 @@
 //! The core stepped by hand: one protocol rule per test, inputs in, `Ready` checked.
 
+mod support;
+
 use paxos::core::{
-    Ballot, Input, LogEntryKind, PeerMessage, PromiseEntry, Record, Replica, ReplicaConfig,
-    RequestId, Role, SubmitReply, Value,
+    Ballot, Input, LogEntryKind, PeerMessage, PersistentState, PromiseEntry, Ready, Record,
+    Replica, ReplicaConfig, Role, SubmitReply, Value,
 };
-use paxos::storage::PersistentState;
+use support::core_net::{accepted, all_messages, id, msg, show};
 
 const HB: u64 = 100;
 const TIMEOUT: u64 = 500;
@@ -13,11 +15,18 @@ fn config(uid: u32) -> ReplicaConfig {
     ReplicaConfig::new(uid, 3, HB, TIMEOUT)
 }
 
+/// A replica on a fresh store whose first Ready (marking the store) is durable.
 fn fresh(uid: u32) -> Replica {
     let mut r = Replica::new(config(uid), PersistentState::default(), 0);
     let first = r.take_ready();
     assert_eq!(first.records, vec![Record::Promise(Ballot::ZERO)]);
+    r.step(Input::Persisted { seq: first.seq });
     r
+}
+
+/// Tells `r` that `ready`'s records are durable.
+fn persisted(r: &mut Replica, ready: &Ready) {
+    r.step(Input::Persisted { seq: ready.seq });
 }
 
 /// Lets a fresh follower time out (leader 0 silent) and campaign; returns its ballot.
@@ -28,23 +37,8 @@ fn campaign(r: &mut Replica) -> Ballot {
     r.status().ballot
 }
 
-fn id(seq: u64) -> RequestId {
-    RequestId { client_id: 7, seq }
-}
-
-fn msg(seq: u64) -> Value {
-    Value::Msg {
-        id: id(seq),
-        body: format!("m{seq}"),
-    }
-}
-
 fn submit(r: &mut Replica, client: u64, seq: u64) {
-    r.step(Input::Submit {
-        client,
-        id: id(seq),
-        body: format!("m{seq}"),
-    });
+    r.step(support::core_net::submit_input(client, seq));
 }
 
 #[test]
@@ -54,30 +48,60 @@ fn fresh_uid0_leads_ballot_zero_without_phase1() {
     assert_eq!(r.status().ballot, Ballot::ZERO);
     submit(&mut r, 1, 1);
     let ready = r.take_ready();
-    // Its own accept is persisted in the same Ready as the Accepts it sends.
     assert_eq!(
         ready.records,
         vec![Record::Accepted {
             slot: 0,
             ballot: Ballot::ZERO,
             value: msg(1)
-        }]
+        }],
+        "{}",
+        show(&ready)
     );
-    assert_eq!(ready.messages.len(), 2);
     assert!(
         ready.replies.is_empty(),
         "no reply before a majority accepted"
     );
-    // One follower accepts: a majority (2 of 3); the client is answered.
+    // One follower accepts, the leader's own accept is durable: a majority (2 of 3).
     r.step(Input::Peer {
         from: 1,
-        msg: PeerMessage::Accepted {
-            ballot: Ballot::ZERO,
-            first_slot: 0,
-            count: 1,
-            decided_upto: 0,
-        },
+        msg: accepted(Ballot::ZERO, 0, 1, 0),
     });
+    persisted(&mut r, &ready);
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.replies,
+        vec![(1, SubmitReply::Committed { id: id(1), slot: 0 })],
+        "{}",
+        show(&ready)
+    );
+    assert_eq!(r.decided_upto(), 1);
+}
+
+/// The commit path: the leader's Accepts leave before its own accept is durable; its own
+/// vote counts only once it is; the reply does not wait for the (lazy) Decided record.
+#[test]
+fn one_fsync_round_leader_accepts_in_parallel_and_counts_itself_once_durable() {
+    let mut r = fresh(0);
+    submit(&mut r, 1, 1);
+    let proposal = r.take_ready();
+    assert_eq!(proposal.messages_now.len(), 2, "{}", show(&proposal));
+    assert!(
+        proposal.messages.is_empty(),
+        "Accepts wait for nothing: {}",
+        show(&proposal)
+    );
+    // A follower's Accepted alone is not a majority while our accept is not durable.
+    r.step(Input::Peer {
+        from: 1,
+        msg: accepted(Ballot::ZERO, 0, 1, 0),
+    });
+    let ready = r.take_ready();
+    assert!(ready.replies.is_empty(), "{}", show(&ready));
+    assert_eq!(r.decided_upto(), 0);
+    // Our accept becomes durable: chosen, and the reply goes in the same Ready as the
+    // Decided record, which it does not wait for.
+    persisted(&mut r, &proposal);
     let ready = r.take_ready();
     assert_eq!(
         ready.records,
@@ -90,7 +114,69 @@ fn fresh_uid0_leads_ballot_zero_without_phase1() {
         ready.replies,
         vec![(1, SubmitReply::Committed { id: id(1), slot: 0 })]
     );
-    assert_eq!(r.decided_upto(), 1);
+    // Durable first, the follower's vote later: chosen on the follower's vote.
+    submit(&mut r, 1, 2);
+    let proposal = r.take_ready();
+    persisted(&mut r, &proposal);
+    assert!(r.take_ready().replies.is_empty());
+    r.step(Input::Peer {
+        from: 2,
+        msg: accepted(Ballot::ZERO, 1, 1, 0),
+    });
+    assert_eq!(
+        r.take_ready().replies,
+        vec![(1, SubmitReply::Committed { id: id(2), slot: 1 })]
+    );
+}
+
+/// An acceptor's Accepted and Promise vouch for its records: they wait for the flush.
+#[test]
+fn acceptor_answers_only_after_its_records_are_durable() {
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 0,
+        msg: support::core_net::accept(Ballot::ZERO, 0, vec![msg(1)], 0),
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.records.len(), 1);
+    assert!(ready.messages_now.is_empty(), "{}", show(&ready));
+    assert!(matches!(
+        all_messages(&ready).as_slice(),
+        [(0, PeerMessage::Accepted { count: 1, .. })]
+    ));
+}
+
+/// A new leader's first Accepts wait for the promise of its ballot to be durable (its
+/// phase-1 majority counted it); once it is, Accepts go at once again.
+#[test]
+fn new_leader_accepts_wait_for_its_own_promise_once() {
+    let mut r = fresh(1);
+    let ballot = campaign(&mut r);
+    for peer in [0, 2] {
+        r.step(Input::Peer {
+            from: peer,
+            msg: support::core_net::promise(ballot, 0, 0, vec![]),
+        });
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let won = r.take_ready();
+    assert_eq!(won.records, vec![Record::Promise(ballot)]);
+    submit(&mut r, 1, 1);
+    let ready = r.take_ready();
+    assert!(
+        ready
+            .messages_now
+            .iter()
+            .all(|(_, m)| !matches!(m, PeerMessage::Accept { .. })),
+        "an Accept left before the promise is durable: {}",
+        show(&ready)
+    );
+    assert_eq!(all_messages(&ready).len(), 2, "{}", show(&ready));
+    persisted(&mut r, &ready);
+    let _ = r.take_ready();
+    submit(&mut r, 1, 2);
+    let ready = r.take_ready();
+    assert_eq!(ready.messages_now.len(), 2, "{}", show(&ready));
 }
 
 #[test]
@@ -130,7 +216,7 @@ fn acceptor_rejects_accept_below_its_promise() {
             ballot: Ballot::ZERO,
             first_slot: 0,
             values: vec![msg(1)],
-            commit: 0,
+            decided_upto: 0,
             decided_above: vec![],
         },
     });
@@ -140,7 +226,7 @@ fn acceptor_rejects_accept_below_its_promise() {
         "nothing accepted below the promise"
     );
     assert!(matches!(
-        ready.messages.as_slice(),
+        all_messages(&ready).as_slice(),
         [(0, PeerMessage::Reject { promised, .. })] if *promised == Ballot::new(3, 2)
     ));
 }
@@ -153,7 +239,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
         from: 0,
         msg: PeerMessage::Heartbeat {
             ballot: Ballot::ZERO,
-            commit: 0,
+            decided_upto: 0,
             decided_above: vec![],
         },
     });
@@ -169,7 +255,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
     let ready = r.take_ready();
     assert!(ready.records.is_empty());
     assert!(matches!(
-        ready.messages.as_slice(),
+        all_messages(&ready).as_slice(),
         [(
             1,
             PeerMessage::Reject {
@@ -192,7 +278,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
     let ready = r.take_ready();
     assert_eq!(ready.records, vec![Record::Promise(Ballot::new(5, 1))]);
     assert!(matches!(
-        ready.messages.as_slice(),
+        all_messages(&ready).as_slice(),
         [(1, PeerMessage::Promise { .. })]
     ));
 }
@@ -211,7 +297,7 @@ fn follower_campaigns_after_timeout_with_rank_stagger() {
         ready.records.is_empty(),
         "a candidate does not promise itself yet"
     );
-    assert_eq!(ready.messages.len(), 2);
+    assert_eq!(all_messages(&ready).len(), 2);
     two.step(Input::Tick {
         now_ms: TIMEOUT + TIMEOUT / 2,
     });
@@ -284,7 +370,7 @@ fn chunked_promises_are_fetched_until_the_last_chunk() {
     );
     let ready = r.take_ready();
     assert!(matches!(
-        ready.messages.as_slice(),
+        all_messages(&ready).as_slice(),
         [(2, PeerMessage::Prepare { from_slot: 1, .. })]
     ));
 }
@@ -311,7 +397,8 @@ fn restarted_replica_comes_back_as_follower_and_never_resumes_its_ballot() {
 fn duplicate_submits_join_or_get_the_original_slot() {
     let mut r = fresh(0);
     submit(&mut r, 1, 1);
-    let _ = r.take_ready();
+    let proposal = r.take_ready();
+    persisted(&mut r, &proposal);
     submit(&mut r, 2, 1); // a retry of the same request while in flight
     let ready = r.take_ready();
     assert!(ready.records.is_empty(), "joined, not proposed again");
@@ -431,7 +518,7 @@ fn a_deposed_leader_tells_its_waiting_clients_where_to_go() {
         from: 2,
         msg: PeerMessage::Heartbeat {
             ballot: Ballot::new(4, 2),
-            commit: 0,
+            decided_upto: 0,
             decided_above: vec![],
         },
     });

@@ -63,6 +63,11 @@ struct Scenario {
     permanent_down: usize,
     /// Chance that a message is held back 100-2000 ms (long enough to cross a restart).
     long_delay: f64,
+    /// A flush completes 0 to this many ms after its first record was handed to the disk
+    /// (records handed over meanwhile join it: group commit). Messages that do not vouch
+    /// for records leave at once, so a leader's own accept may become durable after a
+    /// follower's.
+    flush_delay_max_ms: u64,
 }
 
 impl Scenario {
@@ -93,6 +98,7 @@ impl Scenario {
                 0
             },
             long_delay: if rng.chance(0.5) { 0.01 } else { 0.0 },
+            flush_delay_max_ms: rng.range(1, 6),
         }
     }
 }
@@ -124,6 +130,9 @@ enum Packet {
     },
 }
 
+/// One Ready handed to the disk: its seq, records, and the messages that vouch for them.
+type Unflushed = (u64, Vec<Record>, Vec<(Uid, PeerMessage)>);
+
 struct Node {
     replica: Option<Replica>,
     /// What survived: only records persisted before a crash.
@@ -131,6 +140,11 @@ struct Node {
     down_until: u64,
     /// Highest promise ever persisted here (invariant: never goes backwards).
     max_promised: Option<Ballot>,
+    /// Readys handed to the disk and not yet flushed: (seq, records, messages that vouch
+    /// for them). A crash loses them.
+    unflushed: Vec<Unflushed>,
+    /// When the flush of `unflushed` completes.
+    flush_at: Option<u64>,
 }
 
 struct Client {
@@ -191,6 +205,8 @@ impl Sim {
                 storage: MemStorage::new(),
                 down_until: 0,
                 max_promised: None,
+                unflushed: Vec::new(),
+                flush_at: None,
             });
             // Replicas start a little apart, in any order.
             sim.nodes[uid].down_until = sim.rng.below(50);
@@ -286,8 +302,9 @@ impl Sim {
         let replica = Replica::new(self.replica_config(uid), state, self.now);
         self.log(|| format!("start replica {uid} (fresh leader: {fresh_leader})"));
         self.nodes[uid as usize].replica = Some(replica);
-        // A fresh replica's first Ready (marking its store) is persisted at once.
-        self.deliver(uid, None)
+        // A replica's first Ready (marking a fresh store) is persisted before it serves.
+        self.deliver(uid, None)?;
+        self.flush(uid, false)
     }
 
     fn crash(&mut self, uid: Uid) {
@@ -296,9 +313,14 @@ impl Sim {
         let node = &mut self.nodes[uid as usize];
         node.replica = None;
         node.down_until = self.now + down;
+        // What was not flushed is gone.
+        node.unflushed.clear();
+        node.flush_at = None;
     }
 
-    /// Steps one replica with `input` (or just takes its Ready), persists, checks, sends.
+    /// Steps one replica with `input` (or just takes its Ready): sends what may go at once,
+    /// answers clients, and hands records (with the messages that vouch for them) to the
+    /// disk, whose flush completes later (`flush`).
     fn deliver(&mut self, uid: Uid, input: Option<Input>) -> Result<(), Failure> {
         let Some(replica) = self.nodes[uid as usize].replica.as_mut() else {
             return Ok(());
@@ -311,26 +333,9 @@ impl Sim {
         if ready.is_empty() {
             return Ok(());
         }
-        // A crash during the flush keeps a prefix of the batch (sled recovers a prefix of
-        // its log) and sends nothing.
-        if self.faulty() && self.rng.chance(self.sc.crash_in_step) && self.can_crash() {
-            let kept = self.rng.below(ready.records.len() as u64 + 1) as usize;
-            let prefix = &ready.records[..kept];
-            self.check_records(uid, prefix)?;
-            self.nodes[uid as usize]
-                .storage
-                .persist(prefix)
-                .map_err(|e| e.to_string())?;
-            self.crash(uid);
-            return Ok(());
-        }
-        self.check_records(uid, &ready.records)?;
-        self.nodes[uid as usize]
-            .storage
-            .persist(&ready.records)
-            .map_err(|e| e.to_string())?;
-        for (to, msg) in ready.messages {
-            self.log(|| format!("{uid} -> {to}: {msg:?}"));
+        self.check_decisions(uid, &ready.records)?;
+        for (to, msg) in ready.messages_now {
+            self.log(|| format!("{uid} -> {to} (now): {msg:?}"));
             self.enqueue(Packet::Peer { from: uid, to, msg });
         }
         for (client, reply) in ready.replies {
@@ -342,7 +347,53 @@ impl Sim {
                 reply,
             });
         }
+        if !ready.records.is_empty() || !ready.messages.is_empty() {
+            let delay = self.rng.below(self.sc.flush_delay_max_ms + 1);
+            let node = &mut self.nodes[uid as usize];
+            node.unflushed
+                .push((ready.seq, ready.records, ready.messages));
+            node.flush_at.get_or_insert(self.now + delay);
+        }
         Ok(())
+    }
+
+    /// Completes the flush of everything `uid` handed to its disk: persists it, sends the
+    /// messages that vouch for it, and tells the replica. A crash inside the flush
+    /// (`may_crash`) keeps a prefix of the records (sled recovers a prefix of its log)
+    /// and sends nothing.
+    fn flush(&mut self, uid: Uid, may_crash: bool) -> Result<(), Failure> {
+        let node = &mut self.nodes[uid as usize];
+        node.flush_at = None;
+        let batch = std::mem::take(&mut node.unflushed);
+        if batch.is_empty() || node.replica.is_none() {
+            return Ok(());
+        }
+        let seq = batch.iter().map(|(seq, _, _)| *seq).max().unwrap_or(0);
+        let records: Vec<Record> = batch.iter().flat_map(|(_, r, _)| r.clone()).collect();
+        if may_crash && self.faulty() && self.rng.chance(self.sc.crash_in_step) && self.can_crash()
+        {
+            let kept = self.rng.below(records.len() as u64 + 1) as usize;
+            let prefix = &records[..kept];
+            self.check_records(uid, prefix)?;
+            self.nodes[uid as usize]
+                .storage
+                .persist(prefix)
+                .map_err(|e| e.to_string())?;
+            self.crash(uid);
+            return Ok(());
+        }
+        self.check_records(uid, &records)?;
+        self.nodes[uid as usize]
+            .storage
+            .persist(&records)
+            .map_err(|e| e.to_string())?;
+        for (_, _, messages) in batch {
+            for (to, msg) in messages {
+                self.log(|| format!("{uid} -> {to}: {msg:?}"));
+                self.enqueue(Packet::Peer { from: uid, to, msg });
+            }
+        }
+        self.deliver(uid, Some(Input::Persisted { seq }))
     }
 
     fn can_crash(&self) -> bool {
@@ -384,8 +435,6 @@ impl Sim {
                         .map_err(|e| format!("replica {uid} accepted at slot {slot}: {e}"))?;
                 }
                 Record::Decided { slot, value } => {
-                    check_valid(&self.submitted, value)
-                        .map_err(|e| format!("replica {uid} decided slot {slot}: {e}"))?;
                     if let Some(mine) = node.storage.state.decided.get(slot) {
                         if mine != value {
                             return Err(format!(
@@ -393,16 +442,28 @@ impl Sim {
                             ));
                         }
                     }
-                    match self.chosen.get(slot) {
-                        Some(v) if v != value => {
-                            return Err(format!(
-                                "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
-                            ));
-                        }
-                        Some(_) => {}
-                        None => {
-                            self.chosen.insert(*slot, value.clone());
-                        }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Agreement and validity of every decision, checked as the replica makes it (before
+    /// its Decided record is durable: a reply or a read may already depend on it).
+    fn check_decisions(&mut self, uid: Uid, records: &[Record]) -> Result<(), Failure> {
+        for record in records {
+            if let Record::Decided { slot, value } = record {
+                check_valid(&self.submitted, value)
+                    .map_err(|e| format!("replica {uid} decided slot {slot}: {e}"))?;
+                match self.chosen.get(slot) {
+                    Some(v) if v != value => {
+                        return Err(format!(
+                            "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.chosen.insert(*slot, value.clone());
                     }
                 }
             }
@@ -611,6 +672,15 @@ impl Sim {
                         self.deliver(to, Some(input))?;
                     }
                     Packet::Reply { client, reply } => self.on_reply(client, reply)?,
+                }
+            }
+            // Complete the flushes due now.
+            for uid in 0..self.sc.replicas as Uid {
+                if self.nodes[uid as usize]
+                    .flush_at
+                    .is_some_and(|at| at <= self.now)
+                {
+                    self.flush(uid, true)?;
                 }
             }
             if self.now.is_multiple_of(TICK_MS) {

@@ -56,10 +56,10 @@ async fn start() -> Server {
     start_on("127.0.0.1:0".parse().unwrap()).await
 }
 
-fn heartbeat(commit: u64) -> PeerMessage {
+fn heartbeat(decided_upto: u64) -> PeerMessage {
     PeerMessage::Heartbeat {
         ballot: Ballot::new(1, 1),
-        commit,
+        decided_upto,
         decided_above: vec![],
     }
 }

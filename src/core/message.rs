@@ -57,9 +57,10 @@ pub enum PeerMessage {
         ballot: Ballot,
         first_slot: Slot,
         values: Vec<Value>,
-        /// The leader's decided prefix (every slot below it is chosen).
-        commit: Slot,
-        /// Slots the leader knows are chosen above `commit` (at most a bounded number of ranges).
+        /// The leader's decided prefix (every slot below it is chosen; 0: none).
+        decided_upto: Slot,
+        /// Slots the leader knows are chosen above `decided_upto` (at most a bounded
+        /// number of ranges; empty: none).
         decided_above: Vec<SlotRange>,
     },
     /// Phase 2b: the acceptor durably accepted `count` slots from `first_slot` in `ballot`.
@@ -73,7 +74,9 @@ pub enum PeerMessage {
     /// Sent by the leader every `heartbeat_ms`: "I am alive, this is what is decided".
     Heartbeat {
         ballot: Ballot,
-        commit: Slot,
+        /// The leader's decided prefix, as on Accept.
+        decided_upto: Slot,
+        /// Chosen slots above `decided_upto`, as on Accept.
         decided_above: Vec<SlotRange>,
     },
     /// "Send me decided entries from `from_slot` on."

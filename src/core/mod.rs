@@ -27,11 +27,11 @@
 //!   slots in flight. A slot is chosen with a majority of Accepted in one ballot; its
 //!   clients are answered once the decided prefix passes it (the first slot of a
 //!   request is final only then).
-//! - Decisions ride on Accept and Heartbeat: the decided prefix (`commit`) and ranges of
+//! - Decisions ride on Accept and Heartbeat: the decided prefix (`decided_upto`) and ranges of
 //!   decided slots above a hole. A follower decides a slot from them only if it accepted
 //!   that slot in the same ballot; anything else is fetched by chunked catch-up (from
 //!   the most advanced peer; one that did not answer is tried last). A leader never
-//!   decides a slot at or above its start by catch-up, so its commit index covers only
+//!   decides a slot at or above its start by catch-up, so its decided prefix covers only
 //!   what it chose itself (or learned in phase 1); a catch-up value that contradicts one
 //!   of its in-flight proposals deposes it.
 //! - Every request (Accept, Prepare, CatchUpRequest) is re-sent after `timeout_ms`.

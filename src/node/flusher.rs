@@ -1,26 +1,31 @@
 //! The flusher: one dedicated thread that owns the store. It takes every `Outbox` queued
 //! by the core loop, persists all their records with one `persist` call (one flush and
-//! sync: group commit), and only then sends their peer messages and client replies.
+//! sync: group commit), only then sends the peer messages that vouch for them (Promise,
+//! Accepted), and reports the highest durable `Ready::seq` back to the core loop, which
+//! steps `Input::Persisted` (a leader's own accept counts as a vote from then on).
+//! Outboxes are handled in order, so a message also waits for every earlier record.
 //!
 //! A storage error is fatal: the flusher reports it on the fatal channel, sends nothing
 //! from the failed batch (or any later one), and stops. Nothing is acknowledged after it.
 
-use crate::core::{PeerMessage, Record, SubmitReply, Uid};
+use crate::core::{PeerMessage, Record, Uid};
 use crate::storage::sled_store::SledStorage;
 use crate::storage::Storage;
 use crate::transport::peer::PeerLinks;
 use crate::{Error, Result};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error};
 
 /// Bound of Ready batches queued for the flusher (backpressure on the core loop).
 const OUTBOX_QUEUE_MAX: usize = 256;
 
-/// What one `Ready` asks of the flusher, in order: persist, then send and reply.
+/// What one `Ready` asks of the flusher, in order: persist, then send, then report `seq`.
 pub struct Outbox {
+    /// The `Ready::seq` this came from.
+    pub seq: u64,
     pub records: Vec<Record>,
     pub messages: Vec<(Uid, PeerMessage)>,
-    pub replies: Vec<(oneshot::Sender<SubmitReply>, SubmitReply)>,
 }
 
 pub struct Flusher {
@@ -31,8 +36,9 @@ pub struct Flusher {
 impl Flusher {
     pub fn spawn(
         mut storage: SledStorage,
-        links: PeerLinks,
+        links: Arc<PeerLinks>,
         fatal: watch::Sender<Option<String>>,
+        durable: watch::Sender<u64>,
     ) -> Result<Flusher> {
         let (tx, mut rx) = mpsc::channel::<Outbox>(OUTBOX_QUEUE_MAX);
         let thread = std::thread::Builder::new()
@@ -61,14 +67,14 @@ impl Flusher {
                         records = records.len(),
                         "flushed"
                     );
+                    let mut seq = 0;
                     for outbox in batch.drain(..) {
+                        seq = seq.max(outbox.seq);
                         for (to, msg) in outbox.messages {
                             links.send(to, msg);
                         }
-                        for (tx, reply) in outbox.replies {
-                            let _ = tx.send(reply);
-                        }
                     }
+                    durable.send_replace(seq);
                 }
             })
             .map_err(|e| Error::io("spawning the flusher thread", e))?;

@@ -32,6 +32,7 @@ use flusher::{Flusher, Outbox};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -156,6 +157,7 @@ impl Node {
         let mut replica = Replica::new(replica_config, state, 0);
         let first = replica.take_ready();
         storage.persist(&first.records)?;
+        replica.step(Input::Persisted { seq: first.seq });
         let status = replica.status();
         info!(uid, role = ?status.role, ballot = %status.ballot, decided_upto = status.decided_upto, "replica recovered");
         Ok(Node {
@@ -193,13 +195,13 @@ impl Node {
             .filter(|p| *p != uid)
             .map(|p| config.replica_addr(p).map(|a| (p, a)))
             .collect::<Result<_>>()?;
-        let links = crate::transport::peer::PeerLinks::spawn(
+        let links = Arc::new(crate::transport::peer::PeerLinks::spawn(
             uid,
             config.cluster_id(),
             peers,
             config.loss,
             stop_rx.clone(),
-        );
+        ));
         let (peer_tx, mut peer_rx) = mpsc::channel::<(Uid, PeerMessage)>(PEER_QUEUE_MAX);
         let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(CLIENT_QUEUE_MAX);
         let (conn_tx, mut conn_rx) = mpsc::channel::<ClientConn>(64);
@@ -227,7 +229,8 @@ impl Node {
         }
         drop(client_tx);
 
-        let flusher = Flusher::spawn(storage, links, fatal_tx)?;
+        let (durable_tx, mut durable_rx) = watch::channel(0u64);
+        let flusher = Flusher::spawn(storage, links.clone(), fatal_tx, durable_tx)?;
         let mut waiting: HashMap<u64, oneshot::Sender<SubmitReply>> = HashMap::new();
         let mut next_client_ref: u64 = 1;
         let mut parked: Vec<ParkedRead> = Vec::new();
@@ -249,6 +252,11 @@ impl Node {
                     let reason = fatal_rx.borrow().clone().unwrap_or_default();
                     break Err(Error::Storage(reason));
                 }
+                Ok(()) = durable_rx.changed() => {
+                    let seq = *durable_rx.borrow_and_update();
+                    replica.step(Input::Persisted { seq });
+                    stepped += 1;
+                }
                 _ = tick.tick() => {
                     replica.step(Input::Tick { now_ms });
                     stepped += 1;
@@ -264,7 +272,10 @@ impl Node {
             }
             // Drain whatever else is already queued, so it shares one flush.
             while stepped < BATCH_INPUTS_MAX {
-                if let Ok((from, msg)) = peer_rx.try_recv() {
+                if durable_rx.has_changed().unwrap_or(false) {
+                    let seq = *durable_rx.borrow_and_update();
+                    replica.step(Input::Persisted { seq });
+                } else if let Ok((from, msg)) = peer_rx.try_recv() {
                     replica.step(Input::Peer { from, msg });
                 } else if let Ok(event) = client_rx.try_recv() {
                     handle_client(
@@ -281,16 +292,21 @@ impl Node {
                 stepped += 1;
             }
             let ready = replica.take_ready();
-            if !ready.is_empty() {
-                let replies = ready
-                    .replies
-                    .into_iter()
-                    .filter_map(|(client, reply)| waiting.remove(&client).map(|tx| (tx, reply)))
-                    .collect();
+            // The commit path: proposals, heartbeats and client replies go at once; records
+            // and the messages that vouch for them go to the flusher.
+            for (to, msg) in ready.messages_now {
+                links.send(to, msg);
+            }
+            for (client, reply) in ready.replies {
+                if let Some(tx) = waiting.remove(&client) {
+                    let _ = tx.send(reply);
+                }
+            }
+            if !ready.records.is_empty() || !ready.messages.is_empty() {
                 let outbox = Outbox {
+                    seq: ready.seq,
                     records: ready.records,
                     messages: ready.messages,
-                    replies,
                 };
                 if flusher.send(outbox).await.is_err() {
                     break Err(Error::Storage("the flusher thread stopped".into()));

@@ -160,7 +160,7 @@ mod tests {
                     body: "x".repeat(body_bytes),
                 })
                 .collect(),
-            commit: 40,
+            decided_upto: 40,
             decided_above: vec![(50, 52)],
         }
     }

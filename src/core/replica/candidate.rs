@@ -1,0 +1,242 @@
+//! The candidate: phase 1a. A follower that stopped hearing its leader campaigns with a
+//! round above any it has seen (`start_campaign`), collects chunked promises
+//! (`on_promise`), and with a majority becomes leader (`become_leader`), re-proposing the
+//! highest-ballot value of every reported slot and a no-op in each hole. `on_reject`
+//! handles refusals (stickiness, a higher promise).
+
+use super::leader::Leadership;
+use super::{Replica, RoleState};
+use crate::core::message::{PeerMessage, PromiseEntry};
+use crate::core::types::{Ballot, Slot, Uid, Value};
+use std::collections::BTreeMap;
+
+/// A campaign's progress with one acceptor.
+#[derive(Clone, Debug)]
+pub(super) struct PromiseProgress {
+    /// All chunks received.
+    pub(super) done: bool,
+    /// The `from_slot` of the Prepare last sent.
+    pub(super) from_slot: Slot,
+    pub(super) sent_ms: u64,
+}
+
+/// Phase 1 in progress.
+#[derive(Debug)]
+pub(super) struct Campaign {
+    pub(super) ballot: Ballot,
+    /// Indexed by uid; `None` for self.
+    pub(super) progress: Vec<Option<PromiseProgress>>,
+    /// Highest-ranked entry reported per slot: `accepted_in == None` (decided) outranks all.
+    pub(super) reported: BTreeMap<Slot, (Option<Ballot>, Value)>,
+    /// The leader this campaign replaces (the one we stopped hearing), if known.
+    pub(super) deposing: Option<Uid>,
+}
+
+/// Keeps, per slot, the entry with the highest rank: decided (`None`) above any ballot,
+/// then the highest ballot.
+pub(super) fn rank_entry(
+    reported: &mut BTreeMap<Slot, (Option<Ballot>, Value)>,
+    slot: Slot,
+    accepted_in: Option<Ballot>,
+    value: Value,
+) {
+    let rank = |b: &Option<Ballot>| match b {
+        None => (1u8, Ballot::ZERO),
+        Some(b) => (0u8, *b),
+    };
+    match reported.get(&slot) {
+        Some((existing, _)) if rank(existing) >= rank(&accepted_in) => {}
+        _ => {
+            reported.insert(slot, (accepted_in, value));
+        }
+    }
+}
+
+impl Replica {
+    /// Starts phase 1 with a round above any seen. The candidate does not promise itself
+    /// until a majority of the others has promised: until then it keeps following a live
+    /// leader it hears, so a partitioned replica cannot depose a healthy one.
+    pub(super) fn start_campaign(&mut self) {
+        self.release_clients(None);
+        let ballot = Ballot::new(
+            self.max_round_seen.max(self.promised.round) + 1,
+            self.config.uid,
+        );
+        self.max_round_seen = ballot.round;
+        let from_slot = self.decided_upto;
+        let mut progress = vec![None; self.config.replicas];
+        for peer in self.peers() {
+            progress[peer as usize] = Some(PromiseProgress {
+                done: false,
+                from_slot,
+                sent_ms: self.now_ms,
+            });
+            self.send(peer, PeerMessage::Prepare { ballot, from_slot });
+        }
+        let deposing = self.leader.filter(|l| *l != self.config.uid);
+        self.role = RoleState::Candidate(Campaign {
+            ballot,
+            progress,
+            reported: BTreeMap::new(),
+            deposing,
+        });
+        self.leader = None;
+        self.last_heard_ms = self.now_ms;
+        self.maybe_win_campaign();
+    }
+
+    pub(super) fn on_promise(
+        &mut self,
+        from: Uid,
+        ballot: Ballot,
+        from_slot: Slot,
+        decided_upto: Slot,
+        entries: Vec<PromiseEntry>,
+        next_slot: Option<Slot>,
+    ) {
+        self.note_peer_decided(from, decided_upto);
+        let now_ms = self.now_ms;
+        let RoleState::Candidate(campaign) = &mut self.role else {
+            return;
+        };
+        if campaign.ballot != ballot {
+            return;
+        }
+        let Some(progress) = campaign.progress[from as usize].as_mut() else {
+            return;
+        };
+        if progress.done || progress.from_slot != from_slot {
+            return; // a duplicate, or a chunk answering an earlier request
+        }
+        let mut ask_next = None;
+        match next_slot {
+            Some(next) if next > progress.from_slot => {
+                progress.from_slot = next;
+                progress.sent_ms = now_ms;
+                ask_next = Some(next);
+            }
+            Some(_) => {} // a stale chunk: the retransmission timer asks again
+            None => progress.done = true,
+        }
+        for entry in entries {
+            rank_entry(
+                &mut campaign.reported,
+                entry.slot,
+                entry.accepted_in,
+                entry.value,
+            );
+        }
+        match ask_next {
+            Some(from_slot) => self.send(from, PeerMessage::Prepare { ballot, from_slot }),
+            None => self.maybe_win_campaign(),
+        }
+    }
+
+    pub(super) fn maybe_win_campaign(&mut self) {
+        let RoleState::Candidate(campaign) = &self.role else {
+            return;
+        };
+        let promises = 1 + campaign
+            .progress
+            .iter()
+            .flatten()
+            .filter(|p| p.done)
+            .count();
+        if promises < self.config.majority() {
+            return;
+        }
+        let RoleState::Candidate(campaign) = std::mem::replace(&mut self.role, RoleState::Follower)
+        else {
+            unreachable!("checked above");
+        };
+        if campaign.ballot < self.promised {
+            // Promised a higher candidate meanwhile: this ballot can no longer lead.
+            self.become_follower(None);
+            return;
+        }
+        self.become_leader(campaign);
+    }
+
+    /// Phase 1 is complete: promise our own ballot, then re-propose, for every slot from
+    /// the highest reported decided prefix up to the highest slot anyone reported, the
+    /// value with the highest ballot (decided values outrank all), or a no-op.
+    pub(super) fn become_leader(&mut self, mut campaign: Campaign) {
+        let ballot = campaign.ballot;
+        self.promise(ballot);
+        // Promises reported everything from our own decided prefix on (decided values
+        // too), so no slot depends on a peer that may since have died.
+        let start = self.decided_upto;
+        // Our own acceptor state counts as one promise.
+        for (slot, (b, v)) in self.accepted.range(start..) {
+            rank_entry(&mut campaign.reported, *slot, Some(*b), v.clone());
+        }
+        for (slot, v) in self.decided.range(start..) {
+            rank_entry(&mut campaign.reported, *slot, None, v.clone());
+        }
+        let end = campaign
+            .reported
+            .keys()
+            .next_back()
+            .map_or(start, |s| s.saturating_add(1).max(start));
+        // The promise recorded above is durable once this Ready is.
+        let promise_seq = self.ready.seq;
+        let mut leadership = Leadership::new(ballot, start, end, self.now_ms, promise_seq);
+        self.leader = Some(self.config.uid);
+        // Decided values reported by promises are chosen: learn them directly.
+        let mut to_propose = Vec::new();
+        for slot in start..end {
+            if self.decided.contains_key(&slot) {
+                continue;
+            }
+            match campaign.reported.remove(&slot) {
+                Some((None, value)) => self.decide(slot, value),
+                Some((Some(_), value)) => to_propose.push((slot, value)),
+                None => to_propose.push((slot, Value::Noop)),
+            }
+        }
+        let mut proposed = Vec::with_capacity(to_propose.len());
+        for (slot, value) in to_propose {
+            self.propose(&mut leadership, slot, value, Vec::new());
+            proposed.push(slot);
+        }
+        self.role = RoleState::Leader(leadership);
+        self.send_accepts(&proposed, None);
+        self.send_heartbeat();
+        self.check_chosen(&proposed);
+        self.maybe_catch_up();
+    }
+
+    pub(super) fn on_reject(&mut self, ballot: Ballot, promised: Ballot, live_leader: Option<Uid>) {
+        self.max_round_seen = self.max_round_seen.max(promised.round);
+        let me = self.config.uid;
+        match &self.role {
+            RoleState::Candidate(c) if c.ballot == ballot => {
+                let deposing = c.deposing;
+                if let Some(live) = live_leader.filter(|l| *l != me) {
+                    self.become_follower(Some(live));
+                    if deposing == Some(live) {
+                        // The acceptor heard the leader we gave up on a moment after we
+                        // last did: if it stays silent, try again after two heartbeats
+                        // rather than a whole timeout (keeping the rank order).
+                        let retry_ms = (2 * self.config.heartbeat_ms).min(self.config.timeout_ms);
+                        self.last_heard_ms = self
+                            .now_ms
+                            .saturating_sub(self.config.timeout_ms - retry_ms);
+                    }
+                } else if promised > ballot {
+                    self.become_follower(None);
+                }
+            }
+            RoleState::Leader(l) if l.ballot == ballot && promised > ballot => {
+                if let Some(live) = live_leader.filter(|l| *l != me) {
+                    self.become_follower(Some(live));
+                } else {
+                    // An acceptor promised a stray candidate while we are alive: lead
+                    // again under a higher ballot.
+                    self.start_campaign();
+                }
+            }
+            _ => {}
+        }
+    }
+}

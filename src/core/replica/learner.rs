@@ -1,0 +1,235 @@
+//! The learner: deciding slots (from the leader's decided prefix and ranges, from phase 1,
+//! from catch-up), applying the decided prefix and answering the clients whose requests
+//! it passes, and catch-up (asking the most advanced peer for decided entries in chunks,
+//! answering such requests).
+
+use super::{Replica, RoleState};
+use crate::core::message::{PeerMessage, Record, SlotRange, SubmitReply};
+use crate::core::types::{Ballot, RequestId, Slot, Uid, Value};
+
+/// A catch-up request in flight.
+#[derive(Debug)]
+pub(super) struct CatchUpProgress {
+    pub(super) peer: Uid,
+    pub(super) sent_ms: u64,
+}
+
+/// Most ranges of decided slots above the prefix carried by one Accept or Heartbeat.
+pub(super) const DECIDED_RANGES_MAX: usize = 64;
+
+impl Replica {
+    /// A leader of `ballot` says slots below `commit` and in `decided_above` are chosen.
+    /// A slot is marked decided only if we accepted it in that same ballot (then our value
+    /// is the chosen one); anything else is fetched by catch-up.
+    pub(super) fn learn_commit(
+        &mut self,
+        leader: Uid,
+        ballot: Ballot,
+        leader_decided_upto: Slot,
+        decided_above: &[SlotRange],
+    ) {
+        let mut learned: Vec<Slot> = Vec::new();
+        if leader_decided_upto > self.decided_upto {
+            learned.extend(
+                self.accepted
+                    .range(self.decided_upto..leader_decided_upto)
+                    .filter(|(_, (b, _))| *b == ballot)
+                    .map(|(s, _)| *s),
+            );
+        }
+        for (lo, hi) in decided_above.iter().take(DECIDED_RANGES_MAX) {
+            if lo < hi {
+                learned.extend(
+                    self.accepted
+                        .range(*lo..*hi)
+                        .filter(|(_, (b, _))| *b == ballot)
+                        .map(|(s, _)| *s),
+                );
+            }
+        }
+        for slot in learned {
+            if let Some((_, value)) = self.accepted.get(&slot).cloned() {
+                self.decide(slot, value);
+            }
+        }
+        self.note_peer_decided(leader, leader_decided_upto);
+        self.maybe_catch_up();
+    }
+
+    /// Marks `slot` decided with `value` and persists it. Invariant: a decided slot never
+    /// changes (agreement is checked by the simulator across replicas).
+    pub(super) fn decide(&mut self, slot: Slot, value: Value) {
+        if slot == Slot::MAX {
+            return; // malformed: no slot range can end after it
+        }
+        if let Some(existing) = self.decided.get(&slot) {
+            // Two values for one slot means a broken peer or a protocol bug: the simulator
+            // stops on it; a release build keeps the first value rather than crash on input.
+            debug_assert_eq!(existing, &value, "slot {slot} decided two ways");
+            return;
+        }
+        self.ready.records.push(Record::Decided {
+            slot,
+            value: value.clone(),
+        });
+        self.learn_decided(slot, value);
+    }
+
+    /// Updates the in-memory decided state (no record: used by recovery and `decide`).
+    pub(super) fn learn_decided(&mut self, slot: Slot, value: Value) {
+        if slot == Slot::MAX {
+            return;
+        }
+        if let Some(id) = value.request_id() {
+            let first = self.first_slot_of.entry(id).or_insert(slot);
+            *first = (*first).min(slot);
+        }
+        self.accepted.remove(&slot);
+        if self.decided.insert(slot, value).is_some() {
+            return;
+        }
+        // Merge `slot` into the ranges of decided slots, then absorb the prefix.
+        let mut start = slot;
+        let mut end = slot + 1;
+        if let Some((&s, &e)) = self.decided_above.range(..=slot).next_back() {
+            if e >= slot {
+                start = s;
+                end = end.max(e);
+                self.decided_above.remove(&s);
+            }
+        }
+        if let Some(e) = self.decided_above.remove(&end) {
+            end = e;
+        }
+        if start <= self.decided_upto {
+            let applied_from = self.decided_upto;
+            self.decided_upto = self.decided_upto.max(end);
+            self.answer_applied(applied_from);
+        } else {
+            self.decided_above.insert(start, end);
+        }
+    }
+
+    /// Answers the clients waiting for requests applied in `from..decided_upto`, with the
+    /// request's first slot (final now that every slot below is decided).
+    pub(super) fn answer_applied(&mut self, from: Slot) {
+        if self.awaiting_apply.is_empty() {
+            return;
+        }
+        let applied: Vec<RequestId> = self
+            .decided
+            .range(from..self.decided_upto)
+            .filter_map(|(_, v)| v.request_id())
+            .collect();
+        for id in applied {
+            if let Some(clients) = self.awaiting_apply.remove(&id) {
+                let slot = self.first_slot_of[&id];
+                for client in clients {
+                    self.ready
+                        .replies
+                        .push((client, SubmitReply::Committed { id, slot }));
+                }
+            }
+        }
+    }
+
+    /// Decided slots above the prefix, as at most `DECIDED_RANGES_MAX` ranges.
+    pub(super) fn decided_ranges(&self) -> Vec<SlotRange> {
+        self.decided_above
+            .iter()
+            .take(DECIDED_RANGES_MAX)
+            .map(|(s, e)| (*s, *e))
+            .collect()
+    }
+
+    pub(super) fn note_peer_decided(&mut self, peer: Uid, decided_upto: Slot) {
+        if let Some(known) = self.peer_decided_upto.get_mut(peer as usize) {
+            *known = (*known).max(decided_upto);
+        }
+    }
+
+    /// If some peer's decided prefix is ahead of ours and no catch-up is in flight, ask
+    /// the most advanced peer for the next chunk.
+    pub(super) fn maybe_catch_up(&mut self) {
+        if self.catch_up.is_some() {
+            return;
+        }
+        // A leader fetches only what lies below its own proposals.
+        let limit = match &self.role {
+            RoleState::Leader(l) => l.start_slot,
+            _ => Slot::MAX,
+        };
+        let me = self.config.uid as usize;
+        let mine = self.decided_upto;
+        let unanswered = self.catch_up_unanswered.map(|u| u as usize);
+        let best = self
+            .peer_decided_upto
+            .iter()
+            .enumerate()
+            .filter(|(p, upto)| *p != me && (**upto).min(limit) > mine)
+            .max_by_key(|(p, upto)| (Some(*p) != unanswered, **upto));
+        if let Some((peer, _)) = best {
+            let peer = peer as Uid;
+            self.catch_up = Some(CatchUpProgress {
+                peer,
+                sent_ms: self.now_ms,
+            });
+            self.send(peer, PeerMessage::CatchUpRequest { from_slot: mine });
+        }
+    }
+
+    pub(super) fn on_catch_up_request(&mut self, from: Uid, from_slot: Slot) {
+        let decided = self
+            .decided
+            .range(from_slot..)
+            .map(|(slot, value)| (*slot, value.clone()));
+        let (entries, _) = self.chunk(decided, |(slot, value)| (*slot, value.size_bytes()));
+        let decided_upto = self.decided_upto;
+        self.send(
+            from,
+            PeerMessage::CatchUp {
+                entries,
+                decided_upto,
+            },
+        );
+    }
+
+    pub(super) fn on_catch_up(
+        &mut self,
+        from: Uid,
+        entries: Vec<(Slot, Value)>,
+        decided_upto: Slot,
+    ) {
+        self.note_peer_decided(from, decided_upto);
+        if let RoleState::Leader(l) = &self.role {
+            // A different value chosen in a slot we have in flight: a higher ballot chose
+            // it, so we no longer lead.
+            let deposed = entries
+                .iter()
+                .any(|(slot, v)| l.inflight.get(slot).is_some_and(|p| &p.value != v));
+            if deposed {
+                self.become_follower(None);
+            }
+        }
+        // While leading, slots from our start on are decided only by our own ballot:
+        // followers decide from our commit index what they accepted in our ballot, so we
+        // must never advertise a slot we did not choose ourselves.
+        let leading_from = match &self.role {
+            RoleState::Leader(l) => Some(l.start_slot),
+            _ => None,
+        };
+        for (slot, value) in entries {
+            if leading_from.is_some_and(|start| slot >= start) {
+                continue;
+            }
+            self.decide(slot, value);
+        }
+        if self.catch_up.as_ref().is_some_and(|c| c.peer == from) {
+            self.catch_up = None;
+        }
+        if self.catch_up_unanswered == Some(from) {
+            self.catch_up_unanswered = None;
+        }
+        self.maybe_catch_up();
+    }
+}

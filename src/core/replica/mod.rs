@@ -1,0 +1,553 @@
+//! One Multi-Paxos replica (acceptor, learner and, when elected, proposer) as a pure state
+//! machine: [`Replica::step`] takes an [`Input`], [`Replica::take_ready`] hands back a
+//! [`Ready`] of records to persist, messages to send and client replies. The driver must
+//! persist `records` durably before it sends any message or reply of the same `Ready`.
+//!
+//! Where each message is handled: `on_prepare` (acceptor, phase 1), `on_promise`
+//! (candidate), `on_accept` (acceptor, phase 2), `on_accepted` (leader), `on_heartbeat`,
+//! `on_reject`, `on_catch_up_request` / `on_catch_up`, `on_submit` (client), `on_tick`
+//! (heartbeats, failure detection, retransmission).
+//!
+//! The replica is split by agent, as every replica plays every role: [`acceptor`]
+//! (phase 1b and 2b, hearing the leader), [`candidate`] (phase 1a, winning a campaign),
+//! [`leader`] (client submits, proposing, counting accepts, heartbeats, retransmission)
+//! and [`learner`] (deciding, applying, catch-up). This file holds the state, the
+//! constructor (recovery), dispatch and time.
+
+mod acceptor;
+mod candidate;
+mod leader;
+mod learner;
+
+use super::applied::applied_entry;
+use super::message::{ClientRef, PeerMessage, Record, SubmitReply};
+use super::state::PersistentState;
+use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
+use candidate::Campaign;
+use leader::Leadership;
+use learner::CatchUpProgress;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Tunables of one replica. [`ReplicaConfig::new`] fills in sensible bounds.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    pub uid: Uid,
+    /// Cluster size, 2f+1 (at most 64).
+    pub replicas: usize,
+    pub heartbeat_ms: u64,
+    pub timeout_ms: u64,
+    /// Slots the initial leader (uid 0, ballot (0,0), fresh store) never proposes in.
+    pub skip_slots: BTreeSet<Slot>,
+    /// Most values in one Accept message.
+    pub batch_values_max: usize,
+    /// Most value bytes in one Accept, Promise or CatchUp message.
+    pub batch_bytes_max: usize,
+    /// Most slots the leader has proposed but not yet seen chosen (the pipeline window).
+    pub inflight_slots_max: usize,
+    /// Most entries in one Promise or CatchUp chunk.
+    pub chunk_entries_max: usize,
+    /// Largest chat message body accepted from a client.
+    pub body_bytes_max: usize,
+    /// Most client requests queued at the leader beyond the pipeline window.
+    pub queue_max: usize,
+}
+
+impl ReplicaConfig {
+    pub fn new(uid: Uid, replicas: usize, heartbeat_ms: u64, timeout_ms: u64) -> ReplicaConfig {
+        ReplicaConfig {
+            uid,
+            replicas,
+            heartbeat_ms,
+            timeout_ms,
+            skip_slots: BTreeSet::new(),
+            batch_values_max: 1024,
+            batch_bytes_max: 1024 * 1024,
+            inflight_slots_max: 8192,
+            chunk_entries_max: 1024,
+            body_bytes_max: 64 * 1024,
+            queue_max: 100_000,
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.replicas / 2 + 1
+    }
+}
+
+/// What the core reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Time passes. `now_ms` is any monotonic clock in milliseconds; it never goes back.
+    Tick { now_ms: u64 },
+    /// A message from peer `from`.
+    Peer { from: Uid, msg: PeerMessage },
+    /// A client asks to append `body`; the reply goes to `client`.
+    Submit {
+        client: ClientRef,
+        id: RequestId,
+        body: String,
+    },
+    /// The records of every [`Ready`] up to and including `seq` are durable. The driver
+    /// reports it after each flush; a leader's own accept counts toward a majority only
+    /// from then on.
+    Persisted { seq: u64 },
+}
+
+/// What the driver must do after stepping. The commit path of DESIGN.md: what vouches for
+/// a record waits for it, nothing else does.
+///
+/// - `records`: persist them, in order, after every earlier `Ready`'s (one flush may
+///   cover many `Ready`s: group commit), then step [`Input::Persisted`] with `seq`.
+/// - `messages`: each vouches for something recorded here or earlier (a Promise, an
+///   Accepted, a new leader's first Accepts while its own promise is not yet durable):
+///   send only once the records of this `Ready` and every earlier one are durable.
+/// - `messages_now`: vouch for nothing that is not already durable (a leader's Accept
+///   proposals once its promise is durable, heartbeats, Prepares, Rejects, catch-up):
+///   send at once, while `records` are being flushed.
+/// - `replies`: client replies. A `Committed` names a slot chosen on a majority of durable
+///   accepts (the leader's own counted only after [`Input::Persisted`]), so replies go at
+///   once too.
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    /// This `Ready`'s number, 1 for the first; consecutive, one per `take_ready`.
+    pub seq: u64,
+    pub records: Vec<Record>,
+    pub messages: Vec<(Uid, PeerMessage)>,
+    pub messages_now: Vec<(Uid, PeerMessage)>,
+    pub replies: Vec<(ClientRef, SubmitReply)>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.messages.is_empty()
+            && self.messages_now.is_empty()
+            && self.replies.is_empty()
+    }
+
+    /// Whether the driver has anything to hand to storage: records, or messages that
+    /// must wait for earlier records.
+    pub fn needs_flush(&self) -> bool {
+        !self.records.is_empty() || !self.messages.is_empty()
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// A snapshot for `paxosctl status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub uid: Uid,
+    pub role: Role,
+    /// The ballot being led or campaigned for; a follower's promised ballot.
+    pub ballot: Ballot,
+    /// The leader this replica follows, if known.
+    pub leader: Option<Uid>,
+    /// Every slot below this is decided here: the length of the applied chat log.
+    pub decided_upto: Slot,
+}
+
+#[derive(Debug)]
+enum RoleState {
+    Follower,
+    Candidate(Campaign),
+    Leader(Leadership),
+}
+
+/// One Multi-Paxos replica. See the module doc of [`crate::core`] for the invariants.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    now_ms: u64,
+    /// The acceptor's promise (durable). Never decreases.
+    promised: Ballot,
+    role: RoleState,
+    /// The leader this replica believes in.
+    leader: Option<Uid>,
+    /// When a valid Accept/Heartbeat from `leader` last arrived (leader stickiness).
+    leader_heard_ms: Option<u64>,
+    /// Failure-detector clock: reset by leader messages, promises given, and campaigns.
+    last_heard_ms: u64,
+    /// Highest ballot round seen anywhere, so a campaign picks a higher one.
+    max_round_seen: u64,
+    /// Accepted entries of slots not yet decided here: slot -> (ballot, value).
+    accepted: BTreeMap<Slot, (Ballot, Value)>,
+    /// Decided entries (the chat log, holes possible above `decided_upto`).
+    decided: BTreeMap<Slot, Value>,
+    /// Every slot below this is decided.
+    decided_upto: Slot,
+    /// Decided slots above `decided_upto`, as disjoint ranges start -> end (exclusive).
+    decided_above: BTreeMap<Slot, Slot>,
+    /// For every request in `decided`, the lowest slot it is decided at.
+    first_slot_of: HashMap<RequestId, Slot>,
+    /// The highest decided prefix each peer has advertised.
+    peer_decided_upto: Vec<Slot>,
+    /// Clients of chosen requests, answered once the decided prefix passes the request:
+    /// only then is its first slot in the log final (a retry may have landed twice).
+    awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
+    catch_up: Option<CatchUpProgress>,
+    /// The last catch-up peer that did not answer in time: tried last next time (it may
+    /// be dead, and its advertised prefix stale).
+    catch_up_unanswered: Option<Uid>,
+    ready: Ready,
+    /// The highest `Ready::seq` whose records are known durable ([`Input::Persisted`]).
+    durable_seq: u64,
+}
+
+impl Replica {
+    /// Rebuilds a replica from what storage holds. A fresh store (nothing persisted)
+    /// starts promised to (0, 0), with uid 0 leading it; any other replica, and every
+    /// restarted one, starts as a follower and never resumes leading an old ballot.
+    pub fn new(config: ReplicaConfig, state: PersistentState, now_ms: u64) -> Replica {
+        assert!(
+            (1..=64).contains(&config.replicas),
+            "cluster size must be 1..=64"
+        );
+        assert!((config.uid as usize) < config.replicas, "uid out of range");
+        let fresh = state.is_fresh();
+        let mut replica = Replica {
+            peer_decided_upto: vec![0; config.replicas],
+            awaiting_apply: HashMap::new(),
+            config,
+            now_ms,
+            promised: Ballot::ZERO,
+            role: RoleState::Follower,
+            leader: None,
+            leader_heard_ms: None,
+            last_heard_ms: now_ms,
+            max_round_seen: 0,
+            accepted: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            decided_upto: 0,
+            decided_above: BTreeMap::new(),
+            first_slot_of: HashMap::new(),
+            catch_up: None,
+            catch_up_unanswered: None,
+            ready: Ready {
+                seq: 1,
+                ..Ready::default()
+            },
+            durable_seq: 0,
+        };
+        if fresh {
+            // Mark the store as used, so a restart is told apart from a fresh start.
+            replica.ready.records.push(Record::Promise(Ballot::ZERO));
+            replica.leader = Some(0);
+            if replica.config.uid == 0 {
+                let promise_seq = replica.ready.seq;
+                replica.role =
+                    RoleState::Leader(Leadership::new(Ballot::ZERO, 0, 0, now_ms, promise_seq));
+            }
+            return replica;
+        }
+        // A batch may have been cut by a crash after an accept but before its promise:
+        // an accept in ballot b implies a promise of b.
+        let accepted_max = state.accepted.values().map(|(b, _)| *b).max();
+        replica.promised = state
+            .promised
+            .into_iter()
+            .chain(accepted_max)
+            .max()
+            .unwrap_or_default();
+        replica.max_round_seen = replica.promised.round;
+        for (slot, value) in state.decided {
+            replica.learn_decided(slot, value);
+        }
+        for (slot, entry) in state.accepted {
+            if !replica.decided.contains_key(&slot) {
+                replica.accepted.insert(slot, entry);
+            }
+        }
+        replica
+    }
+    /// Feeds one input. Effects accumulate until [`Replica::take_ready`].
+    pub fn step(&mut self, input: Input) {
+        match input {
+            Input::Tick { now_ms } => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.on_tick();
+            }
+            Input::Peer { from, msg } => {
+                if (from as usize) >= self.config.replicas || from == self.config.uid {
+                    return;
+                }
+                self.on_peer(from, msg);
+            }
+            Input::Submit { client, id, body } => self.on_submit(client, id, body),
+            Input::Persisted { seq } => self.on_persisted(seq),
+        }
+    }
+    /// Everything to persist, send and reply since the last call. Proposes queued client
+    /// values first, so that every submit stepped since the last call shares one batch.
+    pub fn take_ready(&mut self) -> Ready {
+        self.flush_proposals();
+        let next = Ready {
+            seq: self.ready.seq + 1,
+            ..Ready::default()
+        };
+        std::mem::replace(&mut self.ready, next)
+    }
+    pub fn status(&self) -> ReplicaStatus {
+        let (role, ballot) = match &self.role {
+            RoleState::Follower => (Role::Follower, self.promised),
+            RoleState::Candidate(c) => (Role::Candidate, c.ballot),
+            RoleState::Leader(l) => (Role::Leader, l.ballot),
+        };
+        ReplicaStatus {
+            uid: self.config.uid,
+            role,
+            ballot,
+            leader: self.leader,
+            decided_upto: self.decided_upto,
+        }
+    }
+    pub fn uid(&self) -> Uid {
+        self.config.uid
+    }
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, RoleState::Leader(_))
+    }
+    /// Every slot below this is decided here.
+    pub fn decided_upto(&self) -> Slot {
+        self.decided_upto
+    }
+    /// Every decided slot known here, holes included.
+    pub fn decided(&self) -> &BTreeMap<Slot, Value> {
+        &self.decided
+    }
+    /// The highest slot this replica holds anything for.
+    pub fn last_slot(&self) -> Option<Slot> {
+        let d = self.decided.keys().next_back().copied();
+        let a = self.accepted.keys().next_back().copied();
+        d.max(a)
+    }
+    /// The applied chat log from `from_slot`: decided slots below the decided prefix, at
+    /// most `max` of them, each marked msg, noop or dup (a later copy of a request).
+    pub fn log_entries(&self, from_slot: Slot, max: usize) -> Vec<LogEntry> {
+        if from_slot >= self.decided_upto {
+            return Vec::new();
+        }
+        self.decided
+            .range(from_slot..self.decided_upto)
+            .take(max)
+            .map(|(slot, value)| {
+                let first = value
+                    .request_id()
+                    .and_then(|id| self.first_slot_of.get(&id).copied());
+                applied_entry(*slot, value, first)
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- dispatch
+
+    pub(super) fn on_peer(&mut self, from: Uid, msg: PeerMessage) {
+        match msg {
+            PeerMessage::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
+            PeerMessage::Promise {
+                ballot,
+                from_slot,
+                decided_upto,
+                entries,
+                next_slot,
+            } => self.on_promise(from, ballot, from_slot, decided_upto, entries, next_slot),
+            PeerMessage::Reject {
+                ballot,
+                promised,
+                live_leader,
+            } => self.on_reject(ballot, promised, live_leader),
+            PeerMessage::Accept {
+                ballot,
+                first_slot,
+                values,
+                decided_upto,
+                decided_above,
+            } => self.on_accept(
+                from,
+                ballot,
+                first_slot,
+                values,
+                decided_upto,
+                &decided_above,
+            ),
+            PeerMessage::Accepted {
+                ballot,
+                first_slot,
+                count,
+                decided_upto,
+            } => self.on_accepted(from, ballot, first_slot, count, decided_upto),
+            PeerMessage::Heartbeat {
+                ballot,
+                decided_upto,
+                decided_above,
+            } => self.on_heartbeat(from, ballot, decided_upto, &decided_above),
+            PeerMessage::CatchUpRequest { from_slot } => self.on_catch_up_request(from, from_slot),
+            PeerMessage::CatchUp {
+                entries,
+                decided_upto,
+            } => self.on_catch_up(from, entries, decided_upto),
+        }
+    }
+
+    pub(super) fn send(&mut self, to: Uid, msg: PeerMessage) {
+        debug_assert_ne!(to, self.config.uid, "never send to self");
+        // Persist before you vouch: a Promise or an Accepted waits for its records; a
+        // leader's Accepts wait only until its own promise of the ballot is durable (its
+        // phase-1 majority counted that promise). Everything else goes at once.
+        let vouches = match &msg {
+            PeerMessage::Promise { .. } | PeerMessage::Accepted { .. } => true,
+            PeerMessage::Accept { .. } => !self.leader_promise_durable(),
+            _ => false,
+        };
+        if vouches {
+            self.ready.messages.push((to, msg));
+        } else {
+            self.ready.messages_now.push((to, msg));
+        }
+    }
+
+    /// Whether this replica leads a ballot whose promise is durable here.
+    fn leader_promise_durable(&self) -> bool {
+        matches!(&self.role, RoleState::Leader(l) if l.promise_seq <= self.durable_seq)
+    }
+
+    pub(super) fn peers(&self) -> impl Iterator<Item = Uid> + 'static {
+        let me = self.config.uid;
+        (0..self.config.replicas as Uid).filter(move |u| *u != me)
+    }
+
+    pub(super) fn broadcast(&mut self, msg: PeerMessage) {
+        for peer in self.peers() {
+            self.send(peer, msg.clone());
+        }
+    }
+
+    /// Refuses `ballot` from `to`: the one way a Prepare, Accept or Heartbeat is refused,
+    /// with our promise and the live leader we stick to (if that is the reason).
+    fn reject(&mut self, to: Uid, ballot: Ballot, live_leader: Option<Uid>) {
+        let promised = self.promised;
+        self.send(
+            to,
+            PeerMessage::Reject {
+                ballot,
+                promised,
+                live_leader,
+            },
+        );
+    }
+
+    /// Takes one chunk of a Promise or CatchUp answer from `items` (in slot order): at
+    /// most `chunk_entries_max` entries and `batch_bytes_max` value bytes (but always at
+    /// least one entry). Returns the chunk and the slot the next chunk starts at (`None`:
+    /// nothing is left). `slot_and_size` gives an item's slot and value bytes.
+    fn chunk<T>(
+        &self,
+        items: impl Iterator<Item = T>,
+        slot_and_size: impl Fn(&T) -> (Slot, usize),
+    ) -> (Vec<T>, Option<Slot>) {
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for item in items {
+            let (slot, size) = slot_and_size(&item);
+            if entries.len() >= self.config.chunk_entries_max
+                || (bytes > 0 && bytes + size > self.config.batch_bytes_max)
+            {
+                return (entries, Some(slot));
+            }
+            bytes += size;
+            entries.push(item);
+        }
+        (entries, None)
+    }
+
+    /// Raises the promise, durably. Invariant: a promise never goes backwards.
+    pub(super) fn promise(&mut self, ballot: Ballot) {
+        debug_assert!(ballot >= self.promised, "promise went backwards");
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.ready.records.push(Record::Promise(ballot));
+        }
+        self.max_round_seen = self.max_round_seen.max(ballot.round);
+    }
+
+    /// Who this acceptor is sticky to: a live leader heard within `timeout_ms`, or itself
+    /// if it leads.
+    pub(super) fn sticky_leader(&self) -> Option<Uid> {
+        if self.is_leader() {
+            return Some(self.config.uid);
+        }
+        match self.leader_heard_ms {
+            Some(t) if self.now_ms.saturating_sub(t) < self.config.timeout_ms => self.leader,
+            _ => None,
+        }
+    }
+
+    pub(super) fn become_follower(&mut self, leader: Option<Uid>) {
+        self.release_clients(leader);
+        self.role = RoleState::Follower;
+        self.leader = leader;
+        self.last_heard_ms = self.now_ms;
+    }
+
+    // ---------------------------------------------------------------- time
+
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now_ms;
+        let timeout = self.config.timeout_ms;
+        // Catch-up retransmission.
+        if self
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| now.saturating_sub(c.sent_ms) >= timeout)
+        {
+            self.catch_up_unanswered = self.catch_up.take().map(|c| c.peer);
+            self.maybe_catch_up();
+        }
+        match &mut self.role {
+            RoleState::Leader(l) => {
+                let heartbeat_due =
+                    now.saturating_sub(l.heartbeat_sent_ms) >= self.config.heartbeat_ms;
+                let resend_due = now.saturating_sub(l.resend_scan_ms) >= self.config.heartbeat_ms;
+                if heartbeat_due {
+                    self.send_heartbeat();
+                }
+                if resend_due {
+                    self.resend_accepts();
+                }
+            }
+            RoleState::Candidate(c) => {
+                let ballot = c.ballot;
+                let mut resend = Vec::new();
+                for (peer, progress) in c.progress.iter_mut().enumerate() {
+                    if let Some(p) = progress {
+                        if !p.done && now.saturating_sub(p.sent_ms) >= timeout {
+                            p.sent_ms = now;
+                            resend.push((peer as Uid, p.from_slot));
+                        }
+                    }
+                }
+                for (peer, from_slot) in resend {
+                    self.send(peer, PeerMessage::Prepare { ballot, from_slot });
+                }
+            }
+            RoleState::Follower => {
+                let leader = self.leader.unwrap_or(self.promised.uid);
+                let n = self.config.replicas as u64;
+                let rank = (self.config.uid as u64 + n - leader as u64 - 1) % n;
+                let stagger = rank * timeout / 2;
+                if now.saturating_sub(self.last_heard_ms) >= timeout + stagger {
+                    self.start_campaign();
+                }
+            }
+        }
+    }
+}
