@@ -414,3 +414,68 @@ fn bad_config_and_flags_exit_2_naming_the_field() {
         );
     }
 }
+
+/// A log of 64 KiB messages (10 MiB in all, more than one frame's 8 MiB) is read in pages
+/// bounded by bytes: one ReadLog of up to 4096 entries answers with a page that fits a
+/// frame, paging returns every message, and `paxosctl dump-log` prints them all (before,
+/// the answer failed to encode and dump-log retried forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_log_of_64_kib_messages_is_paged_by_bytes() {
+    use paxos::transport::client::ClientLink;
+    use paxos::transport::wire::{ClientRequest, ClientResponse};
+    const BODY_BYTES: usize = 64 * 1024 - 1;
+    const MESSAGES: usize = 160;
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    let mut client = TestClient::new(&cluster, 64);
+    for i in 0..MESSAGES {
+        let body = format!("{i:04}{}", "x".repeat(BODY_BYTES - 4));
+        client.submit(&body, SUBMIT_WITHIN).await.expect("commit");
+    }
+    let log = cluster
+        .converged_log(&all_uids(&cluster), MESSAGES, CONVERGE_WITHIN)
+        .await;
+    assert_eq!(log.len(), MESSAGES);
+    assert!(log.iter().all(|e| e.body.len() == BODY_BYTES));
+
+    let mut link = ClientLink::connect(cluster.addr(1), Duration::from_secs(2))
+        .await
+        .expect("connect");
+    let request = ClientRequest::ReadLog {
+        from_slot: 0,
+        max_entries: 4096,
+        wait_ms: 0,
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), link.call(&request))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    let ClientResponse::Log { entries, .. } = response else {
+        panic!("not a log page: {response:?}");
+    };
+    let bytes: usize = entries.iter().map(|e| e.body.len()).sum();
+    assert!(
+        !entries.is_empty() && entries.len() < MESSAGES,
+        "one page of {} entries",
+        entries.len()
+    );
+    assert!(
+        bytes <= paxos::node::READ_LOG_BYTES_MAX,
+        "{bytes} bytes in one page"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosctl"))
+        .arg("--config")
+        .arg(&cluster.config_path)
+        .args(["dump-log", "--uid", "2", "--json"])
+        .output()
+        .expect("run paxosctl");
+    assert!(
+        out.status.success(),
+        "dump-log failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, MESSAGES, "dump-log printed every message");
+}

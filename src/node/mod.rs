@@ -16,19 +16,24 @@
 
 mod client_conn;
 pub mod flusher;
+mod reads;
 pub mod shutdown;
 pub mod systemd;
 
 use crate::config::Config;
 use crate::core::{
-    Input, LogEntry, PeerMessage, Replica, ReplicaConfig, RequestId, Slot, SubmitReply, Uid,
+    ClientRef, Input, PeerMessage, Replica, ReplicaConfig, ReplicaStatus, RequestId, Slot,
+    SubmitReply, Uid,
 };
 use crate::storage::sled_store::SledStorage;
 use crate::storage::Storage;
 use crate::transport::listener::{accept_loop, ClientConn, ListenerConfig};
+use crate::transport::peer::PeerLinks;
 use crate::transport::wire::{ClientResponse, StatusReport};
 use crate::{Error, Result};
 use flusher::{Flusher, Outbox};
+use reads::Reads;
+pub use reads::{READ_LOG_BYTES_MAX, READ_LOG_ENTRIES_MAX, READ_LOG_WAIT_MS_MAX};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,10 +50,6 @@ pub const BATCH_INPUTS_MAX: usize = 4096;
 const CLIENT_QUEUE_MAX: usize = 65_536;
 /// Bound of the queue of peer messages into the core loop.
 const PEER_QUEUE_MAX: usize = 65_536;
-/// Most log entries one ReadLog answer carries.
-pub const READ_LOG_ENTRIES_MAX: u32 = 4096;
-/// Longest a ReadLog may wait for new entries.
-pub const READ_LOG_WAIT_MS_MAX: u64 = 30_000;
 
 /// How to run one replica.
 #[derive(Clone, Debug)]
@@ -77,14 +78,6 @@ pub(crate) enum ClientEvent {
         wait_ms: u64,
         reply: oneshot::Sender<ClientResponse>,
     },
-}
-
-/// A ReadLog waiting for the decided prefix to pass `from_slot`.
-struct ParkedRead {
-    from_slot: Slot,
-    max_entries: u32,
-    deadline: Instant,
-    reply: oneshot::Sender<ClientResponse>,
 }
 
 /// A replica that has opened its store and bound its port, ready to [`Node::run`].
@@ -179,7 +172,7 @@ impl Node {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let Node {
             options,
-            mut replica,
+            replica,
             storage,
             listener,
             addr,
@@ -195,7 +188,7 @@ impl Node {
             .filter(|p| *p != uid)
             .map(|p| config.replica_addr(p).map(|a| (p, a)))
             .collect::<Result<_>>()?;
-        let links = Arc::new(crate::transport::peer::PeerLinks::spawn(
+        let links = Arc::new(PeerLinks::spawn(
             uid,
             config.cluster_id(),
             peers,
@@ -231,17 +224,24 @@ impl Node {
 
         let (durable_tx, mut durable_rx) = watch::channel(0u64);
         let flusher = Flusher::spawn(storage, links.clone(), fatal_tx, durable_tx)?;
-        let mut waiting: HashMap<u64, oneshot::Sender<SubmitReply>> = HashMap::new();
-        let mut next_client_ref: u64 = 1;
-        let mut parked: Vec<ParkedRead> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut last_status = replica.status();
-        let mut last_sweep = Instant::now();
+        let mut driver = Driver {
+            uid,
+            addr,
+            started,
+            last_status: replica.status(),
+            replica,
+            links,
+            flusher,
+            waiting: HashMap::new(),
+            next_client_ref: 1,
+            reads: Reads::default(),
+            last_sweep: Instant::now(),
+        };
         info!(uid, %addr, "serving");
 
         let result = loop {
-            let now_ms = started.elapsed().as_millis() as u64;
             let mut stepped = 0usize;
             tokio::select! {
                 biased;
@@ -254,83 +254,50 @@ impl Node {
                 }
                 Ok(()) = durable_rx.changed() => {
                     let seq = *durable_rx.borrow_and_update();
-                    replica.step(Input::Persisted { seq });
+                    driver.replica.step(Input::Persisted { seq });
                     stepped += 1;
                 }
                 _ = tick.tick() => {
-                    replica.step(Input::Tick { now_ms });
+                    let now_ms = driver.now_ms();
+                    driver.replica.step(Input::Tick { now_ms });
                     stepped += 1;
                 }
                 Some((from, msg)) = peer_rx.recv() => {
-                    replica.step(Input::Peer { from, msg });
+                    driver.replica.step(Input::Peer { from, msg });
                     stepped += 1;
                 }
                 Some(event) = client_rx.recv() => {
-                    handle_client(&mut replica, event, &mut waiting, &mut next_client_ref, &mut parked, addr);
+                    driver.on_client(event);
                     stepped += 1;
                 }
             }
-            // Drain whatever else is already queued, so it shares one flush.
+            // Drain whatever else is already queued, so it shares one Ready (one flush).
             while stepped < BATCH_INPUTS_MAX {
                 if durable_rx.has_changed().unwrap_or(false) {
                     let seq = *durable_rx.borrow_and_update();
-                    replica.step(Input::Persisted { seq });
+                    driver.replica.step(Input::Persisted { seq });
                 } else if let Ok((from, msg)) = peer_rx.try_recv() {
-                    replica.step(Input::Peer { from, msg });
+                    driver.replica.step(Input::Peer { from, msg });
                 } else if let Ok(event) = client_rx.try_recv() {
-                    handle_client(
-                        &mut replica,
-                        event,
-                        &mut waiting,
-                        &mut next_client_ref,
-                        &mut parked,
-                        addr,
-                    );
+                    driver.on_client(event);
                 } else {
                     break;
                 }
                 stepped += 1;
             }
-            let ready = replica.take_ready();
-            // The commit path: proposals, heartbeats and client replies go at once; records
-            // and the messages that vouch for them go to the flusher.
-            for (to, msg) in ready.messages_now {
-                links.send(to, msg);
+            if let Err(e) = driver.dispatch().await {
+                break Err(e);
             }
-            for (client, reply) in ready.replies {
-                if let Some(tx) = waiting.remove(&client) {
-                    let _ = tx.send(reply);
-                }
-            }
-            if !ready.records.is_empty() || !ready.messages.is_empty() {
-                let outbox = Outbox {
-                    seq: ready.seq,
-                    records: ready.records,
-                    messages: ready.messages,
-                };
-                if flusher.send(outbox).await.is_err() {
-                    break Err(Error::Storage("the flusher thread stopped".into()));
-                }
-            }
-            let status = replica.status();
-            if status.role != last_status.role || status.ballot != last_status.ballot {
-                info!(uid, role = ?status.role, ballot = %status.ballot, leader = ?status.leader, decided_upto = status.decided_upto, "role changed");
-            }
-            if status.decided_upto != last_status.decided_upto || !parked.is_empty() {
-                serve_parked(&replica, &mut parked);
-            }
-            last_status = status;
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                last_sweep = Instant::now();
-                waiting.retain(|_, tx| !tx.is_closed());
-                debug!(uid, waiting = waiting.len(), parked = parked.len(), "sweep");
-            }
+            driver.after_batch();
         };
 
         // One shutdown path: tell systemd and every task, then let the flusher finish what
         // it holds.
         systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
+        let Driver {
+            waiting, flusher, ..
+        } = driver;
         drop(waiting);
         flusher.finish().await;
         match &result {
@@ -341,70 +308,102 @@ impl Node {
     }
 }
 
-fn handle_client(
-    replica: &mut Replica,
-    event: ClientEvent,
-    waiting: &mut HashMap<u64, oneshot::Sender<SubmitReply>>,
-    next_client_ref: &mut u64,
-    parked: &mut Vec<ParkedRead>,
+/// The core loop's state: the replica and what the driver needs to carry out its `Ready`s.
+/// Owned by the one task that runs [`Node::run`]; holds no protocol state of its own.
+struct Driver {
+    uid: Uid,
     addr: SocketAddr,
-) {
-    match event {
-        ClientEvent::Submit { id, body, reply } => {
-            let client = *next_client_ref;
-            *next_client_ref += 1;
-            waiting.insert(client, reply);
-            replica.step(Input::Submit { client, id, body });
-        }
-        ClientEvent::Status { reply } => {
-            let _ = reply.send(StatusReport {
-                status: replica.status(),
-                addr: addr.to_string(),
-                last_slot: replica.last_slot(),
-            });
-        }
-        ClientEvent::ReadLog {
-            from_slot,
-            max_entries,
-            wait_ms,
-            reply,
-        } => {
-            let max_entries = max_entries.clamp(1, READ_LOG_ENTRIES_MAX);
-            if from_slot < replica.decided_upto() || wait_ms == 0 {
-                let _ = reply.send(read_log(replica, from_slot, max_entries));
-            } else {
-                parked.push(ParkedRead {
-                    from_slot,
-                    max_entries,
-                    deadline: Instant::now()
-                        + Duration::from_millis(wait_ms.min(READ_LOG_WAIT_MS_MAX)),
-                    reply,
+    started: Instant,
+    replica: Replica,
+    links: Arc<PeerLinks>,
+    flusher: Flusher,
+    /// Submits waiting for the core's reply, by the handle the core was given. Bounded by
+    /// the client connections (one request in flight each); swept of closed ones.
+    waiting: HashMap<ClientRef, oneshot::Sender<SubmitReply>>,
+    next_client_ref: ClientRef,
+    reads: Reads,
+    last_status: ReplicaStatus,
+    last_sweep: Instant,
+}
+
+impl Driver {
+    /// Milliseconds since the node started: the core's clock.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn on_client(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Submit { id, body, reply } => {
+                let client = self.next_client_ref;
+                self.next_client_ref += 1;
+                self.waiting.insert(client, reply);
+                self.replica.step(Input::Submit { client, id, body });
+            }
+            ClientEvent::Status { reply } => {
+                let _ = reply.send(StatusReport {
+                    status: self.replica.status(),
+                    addr: self.addr.to_string(),
+                    last_slot: self.replica.last_slot(),
                 });
             }
+            ClientEvent::ReadLog {
+                from_slot,
+                max_entries,
+                wait_ms,
+                reply,
+            } => self
+                .reads
+                .read(&self.replica, from_slot, max_entries, wait_ms, reply),
         }
     }
-}
 
-fn read_log(replica: &Replica, from_slot: Slot, max_entries: u32) -> ClientResponse {
-    let entries: Vec<LogEntry> = replica.log_entries(from_slot, max_entries as usize);
-    ClientResponse::Log {
-        entries,
-        decided_upto: replica.decided_upto(),
+    /// Carries out the core's `Ready` (the commit path): proposals, heartbeats and client
+    /// replies go at once; records and the messages that vouch for them go to the
+    /// flusher, which sends those messages once the records are durable.
+    async fn dispatch(&mut self) -> Result<()> {
+        let ready = self.replica.take_ready();
+        for (to, msg) in ready.messages_now {
+            self.links.send(to, msg);
+        }
+        for (client, reply) in ready.replies {
+            if let Some(tx) = self.waiting.remove(&client) {
+                let _ = tx.send(reply);
+            }
+        }
+        if !ready.records.is_empty() || !ready.messages.is_empty() {
+            let outbox = Outbox {
+                seq: ready.seq,
+                records: ready.records,
+                messages: ready.messages,
+            };
+            if self.flusher.send(outbox).await.is_err() {
+                return Err(Error::Storage("the flusher thread stopped".into()));
+            }
+        }
+        Ok(())
     }
-}
 
-/// Answers parked reads that have entries now, or whose wait is over.
-fn serve_parked(replica: &Replica, parked: &mut Vec<ParkedRead>) {
-    let now = Instant::now();
-    let upto = replica.decided_upto();
-    let mut i = 0;
-    while i < parked.len() {
-        let p = &parked[i];
-        if p.from_slot < upto || p.deadline <= now || p.reply.is_closed() {
-            let p = parked.swap_remove(i);
-            let _ = p.reply.send(read_log(replica, p.from_slot, p.max_entries));
-        } else {
-            i += 1;
+    /// After each batch: log role changes, answer parked reads, sweep closed waiters.
+    fn after_batch(&mut self) {
+        let uid = self.uid;
+        let status = self.replica.status();
+        if status.role != self.last_status.role || status.ballot != self.last_status.ballot {
+            info!(uid, role = ?status.role, ballot = %status.ballot, leader = ?status.leader, decided_upto = status.decided_upto, "role changed");
+        }
+        if status.decided_upto != self.last_status.decided_upto || !self.reads.is_empty() {
+            self.reads.serve_parked(&self.replica);
+        }
+        self.last_status = status;
+        if self.last_sweep.elapsed() >= Duration::from_secs(1) {
+            self.last_sweep = Instant::now();
+            self.waiting.retain(|_, tx| !tx.is_closed());
+            debug!(
+                uid,
+                waiting = self.waiting.len(),
+                parked = self.reads.len(),
+                "sweep"
+            );
         }
     }
 }

@@ -333,19 +333,29 @@ impl Replica {
     /// The applied chat log from `from_slot`: decided slots below the decided prefix, at
     /// most `max` of them, each marked msg, noop or dup (a later copy of a request).
     pub fn log_entries(&self, from_slot: Slot, max: usize) -> Vec<LogEntry> {
+        self.log_page(from_slot, max, usize::MAX)
+    }
+
+    /// As [`Replica::log_entries`], also stopping before the bodies pass `bytes_max`
+    /// (always at least one entry, so a reader makes progress).
+    pub fn log_page(&self, from_slot: Slot, max: usize, bytes_max: usize) -> Vec<LogEntry> {
         if from_slot >= self.decided_upto {
             return Vec::new();
         }
-        self.decided
-            .range(from_slot..self.decided_upto)
-            .take(max)
-            .map(|(slot, value)| {
-                let first = value
-                    .request_id()
-                    .and_then(|id| self.first_slot_of.get(&id).copied());
-                applied_entry(*slot, value, first)
-            })
-            .collect()
+        let mut bytes = 0usize;
+        let mut page = Vec::new();
+        for (slot, value) in self.decided.range(from_slot..self.decided_upto).take(max) {
+            let size = value.size_bytes();
+            if !page.is_empty() && bytes.saturating_add(size) > bytes_max {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            let first = value
+                .request_id()
+                .and_then(|id| self.first_slot_of.get(&id).copied());
+            page.push(applied_entry(*slot, value, first));
+        }
+        page
     }
 
     // ---------------------------------------------------------------- dispatch

@@ -1,0 +1,99 @@
+//! Client reads of the applied chat log (`ReadLog`): answered at once when entries exist,
+//! otherwise parked until the decided prefix passes `from_slot` or the wait runs out (the
+//! long poll `paxosctl watch` and `chat` use).
+//!
+//! Bounds: an answer holds at most [`READ_LOG_ENTRIES_MAX`] entries and
+//! [`READ_LOG_BYTES_MAX`] bytes of values, so it always fits one frame
+//! ([`crate::transport::frame::FRAME_BYTES_MAX`]) whatever the message sizes; at most
+//! [`PARKED_READS_MAX`] reads wait at once (one more is answered at once, empty); a read
+//! waits at most [`READ_LOG_WAIT_MS_MAX`].
+
+use crate::core::{Replica, Slot};
+use crate::transport::frame::FRAME_BYTES_MAX;
+use crate::transport::wire::ClientResponse;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most log entries one ReadLog answer carries.
+pub const READ_LOG_ENTRIES_MAX: u32 = 4096;
+/// Most value bytes one ReadLog answer carries: half a frame, leaving room for the
+/// per-entry encoding (slot, kind, id: under 32 bytes an entry, 4096 entries at most).
+pub const READ_LOG_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// Longest a ReadLog may wait for new entries.
+pub const READ_LOG_WAIT_MS_MAX: u64 = 30_000;
+/// Most reads parked at once (each is one client connection's one request).
+pub const PARKED_READS_MAX: usize = 65_536;
+
+/// A ReadLog waiting for the decided prefix to pass `from_slot`.
+struct ParkedRead {
+    from_slot: Slot,
+    max_entries: u32,
+    deadline: Instant,
+    reply: oneshot::Sender<ClientResponse>,
+}
+
+/// The reads waiting for entries.
+#[derive(Default)]
+pub(crate) struct Reads {
+    parked: Vec<ParkedRead>,
+}
+
+impl Reads {
+    /// Answers a ReadLog now if it has entries (or must not wait), else parks it.
+    pub(crate) fn read(
+        &mut self,
+        replica: &Replica,
+        from_slot: Slot,
+        max_entries: u32,
+        wait_ms: u64,
+        reply: oneshot::Sender<ClientResponse>,
+    ) {
+        let max_entries = max_entries.clamp(1, READ_LOG_ENTRIES_MAX);
+        if from_slot < replica.decided_upto()
+            || wait_ms == 0
+            || self.parked.len() >= PARKED_READS_MAX
+        {
+            let _ = reply.send(page(replica, from_slot, max_entries));
+            return;
+        }
+        self.parked.push(ParkedRead {
+            from_slot,
+            max_entries,
+            deadline: Instant::now() + Duration::from_millis(wait_ms.min(READ_LOG_WAIT_MS_MAX)),
+            reply,
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.parked.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Answers parked reads that have entries now, or whose wait is over, or whose client
+    /// went away.
+    pub(crate) fn serve_parked(&mut self, replica: &Replica) {
+        let now = Instant::now();
+        let upto = replica.decided_upto();
+        let mut i = 0;
+        while i < self.parked.len() {
+            let p = &self.parked[i];
+            if p.from_slot < upto || p.deadline <= now || p.reply.is_closed() {
+                let p = self.parked.swap_remove(i);
+                let _ = p.reply.send(page(replica, p.from_slot, p.max_entries));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// One answer: applied entries from `from_slot`, bounded in count and bytes.
+fn page(replica: &Replica, from_slot: Slot, max_entries: u32) -> ClientResponse {
+    ClientResponse::Log {
+        entries: replica.log_page(from_slot, max_entries as usize, READ_LOG_BYTES_MAX),
+        decided_upto: replica.decided_upto(),
+    }
+}
