@@ -535,3 +535,122 @@ fn a_deposed_leader_tells_its_waiting_clients_where_to_go() {
         )]
     );
 }
+
+// ------------------------------------------------------------ hostile input is bounded
+
+/// An Accept at slot 1,000,000 (within the lookahead, so accepted) must not make the next
+/// leader put a million no-op records into one Ready: re-proposals follow the window.
+#[test]
+fn new_leader_fills_a_far_accept_within_the_pipeline_window() {
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 0,
+        msg: support::core_net::accept(Ballot::ZERO, 1_000_000, vec![msg(1)], 0),
+    });
+    let _ = r.take_ready();
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    let _ = r.take_ready();
+    let ballot = r.status().ballot;
+    for peer in [0, 2] {
+        r.step(Input::Peer {
+            from: peer,
+            msg: support::core_net::promise(ballot, 0, 0, vec![]),
+        });
+    }
+    assert_eq!(r.status().role, Role::Leader);
+    let ready = r.take_ready();
+    let window = config(1).inflight_slots_max;
+    assert!(
+        ready.records.len() <= window + 1,
+        "{} records in one Ready (window {window})",
+        ready.records.len()
+    );
+}
+
+/// A Promise naming slot 2^40, an Accept at 2^40, a CatchUp entry at 2^40: refused with
+/// a warning naming the peer; nothing is recorded or proposed.
+#[test]
+fn far_slots_from_a_peer_are_refused_with_a_warning() {
+    let far = 1u64 << 40;
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 0,
+        msg: support::core_net::accept(Ballot::ZERO, far, vec![msg(1)], 0),
+    });
+    let ready = r.take_ready();
+    assert!(ready.records.is_empty(), "{}", show(&ready));
+    assert_eq!(ready.warnings.len(), 1, "{}", show(&ready));
+    assert_eq!(ready.warnings[0].0, 0, "names the peer");
+    assert!(ready.warnings[0].1.contains("slot"), "{:?}", ready.warnings);
+
+    let ballot = campaign(&mut r);
+    r.step(Input::Peer {
+        from: 0,
+        msg: support::core_net::promise(
+            ballot,
+            0,
+            0,
+            vec![support::core_net::reported(far, Some(Ballot::ZERO), msg(2))],
+        ),
+    });
+    r.step(Input::Peer {
+        from: 2,
+        msg: support::core_net::promise(ballot, 0, 0, vec![]),
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.warnings.len(), 1, "{}", show(&ready));
+    assert!(ready.records.len() <= 1, "{}", show(&ready));
+
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::CatchUp {
+            entries: vec![(far, msg(3))],
+            decided_upto: far + 1,
+        },
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.warnings.len(), 1, "{}", show(&ready));
+    assert!(r.decided().is_empty());
+}
+
+/// A ballot round of u64::MAX is refused, and campaigning after the highest round a peer
+/// may name does not wrap to 0 (which would end all elections).
+#[test]
+fn a_round_of_u64_max_is_refused_and_rounds_never_wrap() {
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 2,
+        msg: support::core_net::prepare(Ballot::new(u64::MAX, 2), 0),
+    });
+    let ready = r.take_ready();
+    assert!(ready.records.is_empty(), "{}", show(&ready));
+    assert_eq!(ready.warnings.len(), 1, "{}", show(&ready));
+    // The highest allowed round is taken; our next campaign goes above it, not to 0.
+    r.step(Input::Peer {
+        from: 2,
+        msg: support::core_net::prepare(Ballot::new(paxos::core::ROUND_MAX, 2), 0),
+    });
+    let _ = r.take_ready();
+    r.step(Input::Tick {
+        now_ms: 10 * TIMEOUT,
+    });
+    let ballot = r.status().ballot;
+    assert_eq!(r.status().role, Role::Candidate);
+    assert!(ballot.round > paxos::core::ROUND_MAX, "round {ballot}");
+}
+
+/// An Accepted with a count of u64::MAX (slots past the end of the slot space) neither
+/// panics nor chooses anything it should not.
+#[test]
+fn a_huge_accepted_count_is_harmless() {
+    let mut r = fresh(0);
+    submit(&mut r, 1, 1);
+    let _ = r.take_ready();
+    r.step(Input::Peer {
+        from: 1,
+        msg: accepted(Ballot::ZERO, 5, u64::MAX, 0),
+    });
+    let ready = r.take_ready();
+    assert!(ready.replies.is_empty(), "{}", show(&ready));
+    assert_eq!(r.decided_upto(), 0);
+}

@@ -333,6 +333,9 @@ impl Sim {
         if ready.is_empty() {
             return Ok(());
         }
+        if let Some((peer, reason)) = ready.warnings.first() {
+            return Err(format!("replica {uid} refused an honest peer {peer}: {reason}"));
+        }
         self.check_decisions(uid, &ready.records)?;
         for (to, msg) in ready.messages_now {
             self.log(|| format!("{uid} -> {to} (now): {msg:?}"));

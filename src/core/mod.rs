@@ -61,6 +61,8 @@ mod state;
 mod types;
 
 pub use message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
-pub use replica::{Input, Ready, Replica, ReplicaConfig, ReplicaStatus, Role};
+pub use replica::{
+    Input, Ready, Replica, ReplicaConfig, ReplicaStatus, Role, ROUND_MAX, SLOT_LOOKAHEAD_MAX,
+};
 pub use state::PersistentState;
 pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};

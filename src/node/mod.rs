@@ -363,6 +363,9 @@ impl Driver {
     /// flusher, which sends those messages once the records are durable.
     async fn dispatch(&mut self) -> Result<()> {
         let ready = self.replica.take_ready();
+        for (peer, reason) in &ready.warnings {
+            warn!(uid = self.uid, peer, reason = %reason, "refused a peer message");
+        }
         for (to, msg) in ready.messages_now {
             self.links.send(to, msg);
         }

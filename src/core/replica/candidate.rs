@@ -58,8 +58,11 @@ impl Replica {
     /// leader it hears, so a partitioned replica cannot depose a healthy one.
     pub(super) fn start_campaign(&mut self) {
         self.release_clients(None);
+        // Rounds from peers are at most ROUND_MAX, so this never wraps.
         let ballot = Ballot::new(
-            self.max_round_seen.max(self.promised.round) + 1,
+            self.max_round_seen
+                .max(self.promised.round)
+                .saturating_add(1),
             self.config.uid,
         );
         self.max_round_seen = ballot.round;
@@ -157,9 +160,11 @@ impl Replica {
         self.become_leader(campaign);
     }
 
-    /// Phase 1 is complete: promise our own ballot, then re-propose, for every slot from
-    /// the highest reported decided prefix up to the highest slot anyone reported, the
-    /// value with the highest ballot (decided values outrank all), or a no-op.
+    /// Phase 1 is complete: promise our own ballot, learn the decided values promises
+    /// reported, and re-propose, for every other slot from our decided prefix up to the
+    /// highest slot anyone reported, the value with the highest ballot, or a no-op. The
+    /// re-proposals go out as the pipeline window allows (`fill_recovered`), so a promise
+    /// naming a far slot cannot make one Ready unbounded.
     pub(super) fn become_leader(&mut self, mut campaign: Campaign) {
         let ballot = campaign.ballot;
         self.promise(ballot);
@@ -183,22 +188,19 @@ impl Replica {
         let mut leadership = Leadership::new(ballot, start, end, self.now_ms, promise_seq);
         self.leader = Some(self.config.uid);
         // Decided values reported by promises are chosen: learn them directly.
-        let mut to_propose = Vec::new();
-        for slot in start..end {
+        for (slot, (accepted_in, value)) in campaign.reported.split_off(&start) {
             if self.decided.contains_key(&slot) {
                 continue;
             }
-            match campaign.reported.remove(&slot) {
-                Some((None, value)) => self.decide(slot, value),
-                Some((Some(_), value)) => to_propose.push((slot, value)),
-                None => to_propose.push((slot, Value::Noop)),
+            match accepted_in {
+                None => self.decide(slot, value),
+                Some(_) => {
+                    leadership.recovered.insert(slot, value);
+                }
             }
         }
-        let mut proposed = Vec::with_capacity(to_propose.len());
-        for (slot, value) in to_propose {
-            self.propose(&mut leadership, slot, value, Vec::new());
-            proposed.push(slot);
-        }
+        let mut proposed = Vec::new();
+        self.fill_recovered(&mut leadership, &mut proposed);
         self.role = RoleState::Leader(leadership);
         self.send_accepts(&proposed, None);
         self.send_heartbeat();

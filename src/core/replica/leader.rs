@@ -42,6 +42,12 @@ pub(super) struct Leadership {
     pub(super) queue: VecDeque<Queued>,
     /// The ids in `queue`, so a duplicate submit is found without a scan.
     pub(super) queued: HashSet<RequestId>,
+    /// Phase-1 values still to re-propose: the highest-ballot accepted value of each slot
+    /// in `start_slot..next_slot` that is not decided. Drained into the window by
+    /// `fill_recovered`, with a no-op for every slot that has none.
+    pub(super) recovered: BTreeMap<Slot, Value>,
+    /// The next slot of `start_slot..next_slot` not yet re-proposed or filled.
+    pub(super) fill_next: Slot,
     /// The `Ready::seq` that recorded this leader's promise of `ballot`: its Accepts wait
     /// for their records until that Ready is durable (see `Replica::send`).
     pub(super) promise_seq: u64,
@@ -68,6 +74,8 @@ impl Leadership {
             request_slots: HashMap::new(),
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            recovered: BTreeMap::new(),
+            fill_next: start_slot,
             promise_seq,
             own_pending: BTreeMap::new(),
             heartbeat_sent_ms: 0,
@@ -164,7 +172,8 @@ impl Replica {
     /// Moves queued client values into the pipeline, as many as the window allows, and
     /// sends them in as few Accept messages as the batch bounds allow.
     pub(super) fn flush_proposals(&mut self) {
-        if !matches!(&self.role, RoleState::Leader(l) if !l.queue.is_empty()) {
+        if !matches!(&self.role, RoleState::Leader(l) if !l.queue.is_empty() || l.fill_next < l.next_slot)
+        {
             return;
         }
         let RoleState::Leader(mut l) = std::mem::replace(&mut self.role, RoleState::Follower)
@@ -172,7 +181,9 @@ impl Replica {
             return;
         };
         let mut proposed = Vec::new();
-        while l.inflight.len() < self.config.inflight_slots_max {
+        self.fill_recovered(&mut l, &mut proposed);
+        // Fresh client values go above every recovered slot, once those are proposed.
+        while l.fill_next >= l.next_slot && l.inflight.len() < self.config.inflight_slots_max {
             let Some(q) = l.queue.pop_front() else { break };
             l.queued.remove(&q.id);
             if l.ballot == Ballot::ZERO {
@@ -182,6 +193,7 @@ impl Replica {
             }
             let slot = l.next_slot;
             l.next_slot += 1;
+            l.fill_next = l.next_slot;
             let value = Value::Msg {
                 id: q.id,
                 body: q.body,
@@ -193,6 +205,21 @@ impl Replica {
         if !proposed.is_empty() {
             self.send_accepts(&proposed, None);
             self.check_chosen(&proposed);
+        }
+    }
+
+    /// Re-proposes phase-1 values (or no-ops in holes) from `fill_next`, as many as the
+    /// pipeline window allows; appends the slots proposed to `proposed`.
+    pub(super) fn fill_recovered(&mut self, l: &mut Leadership, proposed: &mut Vec<Slot>) {
+        while l.fill_next < l.next_slot && l.inflight.len() < self.config.inflight_slots_max {
+            let slot = l.fill_next;
+            l.fill_next += 1;
+            if self.decided.contains_key(&slot) {
+                continue;
+            }
+            let value = l.recovered.remove(&slot).unwrap_or(Value::Noop);
+            self.propose(l, slot, value, Vec::new());
+            proposed.push(slot);
         }
     }
 

@@ -51,6 +51,9 @@ pub struct ReplicaConfig {
     pub body_bytes_max: usize,
     /// Most client requests queued at the leader beyond the pipeline window.
     pub queue_max: usize,
+    /// A peer message naming a slot this far or more above our decided prefix is refused
+    /// (a broken or hostile peer; a laggard this far behind catches up first).
+    pub slot_lookahead_max: u64,
 }
 
 impl ReplicaConfig {
@@ -67,6 +70,7 @@ impl ReplicaConfig {
             chunk_entries_max: 1024,
             body_bytes_max: 64 * 1024,
             queue_max: 100_000,
+            slot_lookahead_max: SLOT_LOOKAHEAD_MAX,
         }
     }
 
@@ -74,6 +78,12 @@ impl ReplicaConfig {
         self.replicas / 2 + 1
     }
 }
+
+/// Default of [`ReplicaConfig::slot_lookahead_max`]: 2^26 (67M) slots.
+pub const SLOT_LOOKAHEAD_MAX: u64 = 1 << 26;
+/// The highest ballot round a peer may name: far beyond any real election count, and far
+/// enough below `u64::MAX` that a round + 1 never wraps.
+pub const ROUND_MAX: u64 = u64::MAX >> 2;
 
 /// What the core reacts to.
 #[derive(Clone, Debug)]
@@ -116,6 +126,9 @@ pub struct Ready {
     pub messages: Vec<(Uid, PeerMessage)>,
     pub messages_now: Vec<(Uid, PeerMessage)>,
     pub replies: Vec<(ClientRef, SubmitReply)>,
+    /// Peer messages refused as out of bounds, with the reason: the driver logs each as a
+    /// warning naming the peer. Nothing else comes of them.
+    pub warnings: Vec<(Uid, String)>,
 }
 
 impl Ready {
@@ -124,6 +137,7 @@ impl Ready {
             && self.messages.is_empty()
             && self.messages_now.is_empty()
             && self.replies.is_empty()
+            && self.warnings.is_empty()
     }
 
     /// Whether the driver has anything to hand to storage: records, or messages that
@@ -361,6 +375,10 @@ impl Replica {
     // ---------------------------------------------------------------- dispatch
 
     pub(super) fn on_peer(&mut self, from: Uid, msg: PeerMessage) {
+        if let Some(reason) = self.out_of_bounds(&msg) {
+            self.ready.warnings.push((from, reason));
+            return;
+        }
         match msg {
             PeerMessage::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
             PeerMessage::Promise {
@@ -406,6 +424,77 @@ impl Replica {
                 decided_upto,
             } => self.on_catch_up(from, entries, decided_upto),
         }
+    }
+
+    /// Why a peer message must be refused, if it must: a ballot round above
+    /// [`ROUND_MAX`] (a round + 1 would wrap and end all elections), or a slot at or past
+    /// `decided_upto + slot_lookahead_max` (it would make us allocate, propose or fill
+    /// no-ops without bound). Counts are bounded by the frame size already.
+    fn out_of_bounds(&self, msg: &PeerMessage) -> Option<String> {
+        let limit = self
+            .decided_upto
+            .saturating_add(self.config.slot_lookahead_max);
+        let far = |slot: Slot| slot >= limit;
+        let (ballot, slots): (Option<Ballot>, Vec<Slot>) = match msg {
+            PeerMessage::Prepare { ballot, .. } => (Some(*ballot), Vec::new()),
+            PeerMessage::Promise {
+                ballot,
+                entries,
+                next_slot,
+                ..
+            } => (
+                Some(*ballot),
+                entries
+                    .last()
+                    .map(|e| e.slot)
+                    .into_iter()
+                    .chain(*next_slot)
+                    .collect(),
+            ),
+            PeerMessage::Reject {
+                ballot, promised, ..
+            } => (Some((*ballot).max(*promised)), Vec::new()),
+            PeerMessage::Accept {
+                ballot,
+                first_slot,
+                values,
+                decided_above,
+                ..
+            } => (
+                Some(*ballot),
+                std::iter::once(first_slot.saturating_add(values.len() as u64))
+                    .chain(decided_above.iter().map(|(lo, _)| *lo))
+                    .collect(),
+            ),
+            PeerMessage::Accepted { ballot, .. } => (Some(*ballot), Vec::new()),
+            PeerMessage::Heartbeat {
+                ballot,
+                decided_above,
+                ..
+            } => (
+                Some(*ballot),
+                decided_above.iter().map(|(lo, _)| *lo).collect(),
+            ),
+            PeerMessage::CatchUpRequest { .. } => (None, Vec::new()),
+            PeerMessage::CatchUp { entries, .. } => {
+                (None, entries.iter().map(|(slot, _)| *slot).collect())
+            }
+        };
+        if let Some(b) = ballot.filter(|b| b.round > ROUND_MAX) {
+            return Some(format!(
+                "{} with ballot {b}: round above the maximum {ROUND_MAX}",
+                msg.kind()
+            ));
+        }
+        if let Some(slot) = slots.into_iter().find(|s| far(*s)) {
+            return Some(format!(
+                "{} naming slot {slot}, {} or more above our decided prefix {}",
+                msg.kind(),
+                self.config.slot_lookahead_max,
+                self.decided_upto
+            ));
+        }
+        None
     }
 
     pub(super) fn send(&mut self, to: Uid, msg: PeerMessage) {
