@@ -238,12 +238,21 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
     r.step(Input::Peer {
         from: 0,
         msg: PeerMessage::Heartbeat {
+            beat: 1,
             ballot: Ballot::ZERO,
             decided_upto: 0,
             decided_above: vec![],
         },
     });
-    assert!(r.take_ready().is_empty());
+    let ready = r.take_ready();
+    assert!(
+        matches!(
+            ready.messages_now.as_slice(),
+            [(0, PeerMessage::HeartbeatAck { beat: 1, .. })]
+        ) && ready.records.is_empty(),
+        "only a heartbeat ack: {}",
+        show(&ready)
+    );
     r.step(Input::Tick { now_ms: 300 });
     r.step(Input::Peer {
         from: 1,
@@ -517,6 +526,7 @@ fn a_deposed_leader_tells_its_waiting_clients_where_to_go() {
     r.step(Input::Peer {
         from: 2,
         msg: PeerMessage::Heartbeat {
+            beat: 1,
             ballot: Ballot::new(4, 2),
             decided_upto: 0,
             decided_above: vec![],
@@ -653,4 +663,110 @@ fn a_huge_accepted_count_is_harmless() {
     let ready = r.take_ready();
     assert!(ready.replies.is_empty(), "{}", show(&ready));
     assert_eq!(r.decided_upto(), 0);
+}
+
+// ------------------------------------------------------------ check-quorum, read index
+
+fn ack(ballot: Ballot, beat: u64) -> PeerMessage {
+    PeerMessage::HeartbeatAck {
+        ballot,
+        beat,
+        decided_upto: 0,
+    }
+}
+
+fn beats(ready: &Ready) -> Vec<u64> {
+    ready
+        .messages_now
+        .iter()
+        .filter_map(|(_, m)| match m {
+            PeerMessage::Heartbeat { beat, .. } => Some(*beat),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A leader that hears no majority for `timeout_ms` steps down; one that hears a single
+/// follower (a majority of 3 with itself) stays.
+#[test]
+fn check_quorum_leader_steps_down_when_a_majority_is_silent() {
+    let mut r = fresh(0);
+    let mut now = 0;
+    while now < 3 * TIMEOUT {
+        now += HB;
+        r.step(Input::Tick { now_ms: now });
+        let ready = r.take_ready();
+        for beat in beats(&ready) {
+            r.step(Input::Peer {
+                from: 1,
+                msg: ack(Ballot::ZERO, beat),
+            });
+        }
+    }
+    assert_eq!(r.status().role, Role::Leader, "follower 1 keeps it a majority");
+    // Now nobody answers.
+    let silent_from = now;
+    while r.status().role == Role::Leader && now < silent_from + 3 * TIMEOUT {
+        now += HB;
+        r.step(Input::Tick { now_ms: now });
+        let _ = r.take_ready();
+    }
+    assert_eq!(r.status().role, Role::Follower);
+    assert!(now - silent_from <= TIMEOUT + HB, "stepped down after {}ms", now - silent_from);
+}
+
+/// A read at the leader is confirmed only by acks of a heartbeat sent after it arrived:
+/// acks of earlier beats (a deposed leader may still collect those) do not count.
+#[test]
+fn read_index_waits_for_a_majority_to_ack_a_later_beat() {
+    let mut r = fresh(0);
+    r.step(Input::Tick { now_ms: HB });
+    let first = beats(&r.take_ready());
+    assert_eq!(first, vec![1, 1]);
+    r.step(Input::ReadIndex { read: 7 });
+    let ready = r.take_ready();
+    assert!(ready.reads.is_empty(), "{}", show(&ready));
+    assert_eq!(beats(&ready), vec![2, 2], "a beat goes at once for the read");
+    // A late ack of beat 1 does not confirm it.
+    r.step(Input::Peer {
+        from: 1,
+        msg: ack(Ballot::ZERO, 1),
+    });
+    assert!(r.take_ready().reads.is_empty());
+    r.step(Input::Peer {
+        from: 2,
+        msg: ack(Ballot::ZERO, 2),
+    });
+    assert_eq!(r.take_ready().reads, vec![(7, Some(0))]);
+}
+
+/// A follower forwards a read to its leader and answers with the index the leader sends;
+/// with no reply within `timeout_ms`, the read is refused.
+#[test]
+fn follower_forwards_reads_to_the_leader() {
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 0,
+        msg: support::core_net::heartbeat(Ballot::ZERO, 0),
+    });
+    let _ = r.take_ready();
+    r.step(Input::ReadIndex { read: 2 });
+    let ready = r.take_ready();
+    let id = match all_messages(&ready).as_slice() {
+        [(0, PeerMessage::ReadIndexRequest { id })] => *id,
+        other => panic!("expected a ReadIndexRequest to 0: {other:?}"),
+    };
+    r.step(Input::Peer {
+        from: 0,
+        msg: PeerMessage::ReadIndexReply {
+            id,
+            read_index: Some(5),
+        },
+    });
+    assert_eq!(r.take_ready().reads, vec![(2, Some(5))]);
+    r.step(Input::ReadIndex { read: 3 });
+    let _ = r.take_ready();
+    r.step(Input::Tick { now_ms: TIMEOUT });
+    let ready = r.take_ready();
+    assert!(ready.reads.contains(&(3, None)), "{}", show(&ready));
 }

@@ -68,6 +68,13 @@ struct Scenario {
     /// for records leave at once, so a leader's own accept may become durable after a
     /// follower's.
     flush_delay_max_ms: u64,
+    /// Chance per ms (while faulty) of cutting some links one way only.
+    one_way_per_ms: f64,
+    /// When faults end, the leader's inbound links from every peer are cut for good (it
+    /// can send but not hear): check-quorum must let the others elect and commit.
+    deaf_leader: bool,
+    /// Chance per ms of a linearizable read at a random replica.
+    read_per_ms: f64,
 }
 
 impl Scenario {
@@ -99,6 +106,9 @@ impl Scenario {
             },
             long_delay: if rng.chance(0.5) { 0.01 } else { 0.0 },
             flush_delay_max_ms: rng.range(1, 6),
+            one_way_per_ms: rng.below(3) as f64 / 1000.0,
+            deaf_leader: rng.chance(0.15),
+            read_per_ms: rng.below(30) as f64 / 1000.0,
         }
     }
 }
@@ -174,6 +184,20 @@ struct Sim {
     acked: HashMap<RequestId, Slot>,
     steps: u64,
     trace: bool,
+    /// Directed links cut while faulty: (from, to), until `cuts_until`.
+    cuts: HashSet<(Uid, Uid)>,
+    cuts_until: u64,
+    /// The replica whose inbound peer links are cut for good (`deaf_leader`).
+    deaf: Option<Uid>,
+    /// Linearizable reads asked of the core: read -> (replica, acks seen before it began).
+    reads: HashMap<u64, (Uid, HashMap<RequestId, Slot>)>,
+    /// Reads with a confirmed index, waiting for their replica to apply up to it.
+    reads_applying: Vec<(Uid, Slot, HashMap<RequestId, Slot>)>,
+    next_read: u64,
+    /// Reads checked (served with every earlier ack in them).
+    reads_checked: u64,
+    /// Replica starts so far (each start's incarnation is distinct).
+    starts: u64,
 }
 
 type Failure = String;
@@ -198,6 +222,14 @@ impl Sim {
             steps: 0,
             trace,
             sc,
+            cuts: HashSet::new(),
+            cuts_until: 0,
+            deaf: None,
+            reads: HashMap::new(),
+            reads_applying: Vec::new(),
+            next_read: 0,
+            reads_checked: 0,
+            starts: 0,
         };
         for uid in 0..sim.sc.replicas {
             sim.nodes.push(Node {
@@ -238,7 +270,11 @@ impl Sim {
         self.now < self.sc.faults_end_ms
     }
 
+    /// Whether a message from `a` reaches `b` now (partitions are symmetric, cuts one way).
     fn connected(&self, a: Uid, b: Uid) -> bool {
+        if self.cuts.contains(&(a, b)) || (self.deaf == Some(b) && a != b) {
+            return false;
+        }
         match &self.partition {
             Some(groups) => groups[a as usize] == groups[b as usize],
             None => true,
@@ -299,7 +335,10 @@ impl Sim {
             }
         }
         let fresh_leader = uid == 0 && state.promised.is_none();
-        let replica = Replica::new(self.replica_config(uid), state, self.now);
+        self.starts += 1;
+        let mut config = self.replica_config(uid);
+        config.incarnation = self.starts << 32;
+        let replica = Replica::new(config, state, self.now);
         self.log(|| format!("start replica {uid} (fresh leader: {fresh_leader})"));
         self.nodes[uid as usize].replica = Some(replica);
         // A replica's first Ready (marking a fresh store) is persisted before it serves.
@@ -316,6 +355,8 @@ impl Sim {
         // What was not flushed is gone.
         node.unflushed.clear();
         node.flush_at = None;
+        self.reads.retain(|_, (at, _)| *at != uid);
+        self.reads_applying.retain(|(at, _, _)| *at != uid);
     }
 
     /// Steps one replica with `input` (or just takes its Ready): sends what may go at once,
@@ -334,9 +375,17 @@ impl Sim {
             return Ok(());
         }
         if let Some((peer, reason)) = ready.warnings.first() {
-            return Err(format!("replica {uid} refused an honest peer {peer}: {reason}"));
+            return Err(format!(
+                "replica {uid} refused an honest peer {peer}: {reason}"
+            ));
         }
         self.check_decisions(uid, &ready.records)?;
+        for (read, index) in &ready.reads {
+            if let (Some((at, seen)), Some(index)) = (self.reads.remove(read), index) {
+                debug_assert_eq!(at, uid);
+                self.reads_applying.push((uid, *index, seen));
+            }
+        }
         for (to, msg) in ready.messages_now {
             self.log(|| format!("{uid} -> {to} (now): {msg:?}"));
             self.enqueue(Packet::Peer { from: uid, to, msg });
@@ -397,6 +446,52 @@ impl Sim {
             }
         }
         self.deliver(uid, Some(Input::Persisted { seq }))
+    }
+
+    /// A linearizable read begins at a random live replica.
+    fn start_read(&mut self) -> Result<(), Failure> {
+        let uid = self.rng.below(self.sc.replicas as u64) as Uid;
+        if self.nodes[uid as usize].replica.is_none() {
+            return Ok(());
+        }
+        self.next_read += 1;
+        let read = self.next_read;
+        self.log(|| format!("read {read} at replica {uid}"));
+        self.reads.insert(read, (uid, self.acked.clone()));
+        self.deliver(uid, Some(Input::ReadIndex { read }))
+    }
+
+    /// Serves every read whose replica has applied up to its index, and checks it: it
+    /// holds every message acknowledged before the read began, at its slot.
+    fn check_reads(&mut self) -> Result<(), Failure> {
+        let mut i = 0;
+        while i < self.reads_applying.len() {
+            let (uid, index, _) = &self.reads_applying[i];
+            let Some(r) = self.nodes[*uid as usize].replica.as_ref() else {
+                self.reads_applying.swap_remove(i);
+                continue;
+            };
+            if r.decided_upto() < *index {
+                i += 1;
+                continue;
+            }
+            let (uid, index, seen) = self.reads_applying.swap_remove(i);
+            let log: HashMap<RequestId, Slot> = r
+                .log_entries(0, usize::MAX)
+                .into_iter()
+                .filter(|e| e.kind == paxos::core::LogEntryKind::Msg)
+                .filter_map(|e| e.id.map(|id| (id, e.slot)))
+                .collect();
+            for (id, slot) in &seen {
+                if *slot >= index || log.get(id) != Some(slot) {
+                    return Err(format!(
+                        "linearizability: a read at replica {uid} with index {index} misses {id}, acknowledged at slot {slot} before the read began"
+                    ));
+                }
+            }
+            self.reads_checked += 1;
+        }
+        Ok(())
     }
 
     fn can_crash(&self) -> bool {
@@ -588,6 +683,23 @@ impl Sim {
             if self.partition.take().is_some() {
                 self.log(|| "partition healed (faults over)".into());
             }
+            self.cuts.clear();
+            if self.now == self.sc.faults_end_ms
+                && self.sc.deaf_leader
+                && self.sc.permanent_down == 0
+                && self.sc.skip_slots.is_empty()
+            {
+                let leader = (0..self.sc.replicas as Uid).find(|u| {
+                    self.nodes[*u as usize]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.is_leader())
+                });
+                if let Some(leader) = leader {
+                    self.log(|| format!("PERMANENT one-way cut: replica {leader} hears no peer"));
+                    self.deaf = Some(leader);
+                }
+            }
             if self.now == self.sc.faults_end_ms && self.sc.permanent_down > 0 {
                 let mut uids: Vec<Uid> = (0..self.sc.replicas as Uid).collect();
                 for _ in 0..self.sc.permanent_down {
@@ -609,6 +721,22 @@ impl Sim {
                 }
             }
             return Ok(());
+        }
+        if !self.cuts.is_empty() && self.now >= self.cuts_until {
+            self.cuts.clear();
+            self.log(|| "one-way cuts healed".into());
+        } else if self.cuts.is_empty() && self.rng.chance(self.sc.one_way_per_ms) {
+            let n = self.sc.replicas as u64;
+            for _ in 0..self.rng.range(1, 2 * n) {
+                let a = self.rng.below(n) as Uid;
+                let b = self.rng.below(n) as Uid;
+                if a != b {
+                    self.cuts.insert((a, b));
+                }
+            }
+            self.cuts_until = self.now + self.rng.range(50, 800);
+            let cuts = self.cuts.clone();
+            self.log(|| format!("one-way cuts {cuts:?}"));
         }
         if self.rng.chance(self.sc.crash_per_ms) && self.can_crash() {
             let uid = self.rng.below(self.sc.replicas as u64) as Uid;
@@ -686,6 +814,10 @@ impl Sim {
                     self.flush(uid, true)?;
                 }
             }
+            if self.rng.chance(self.sc.read_per_ms) {
+                self.start_read()?;
+            }
+            self.check_reads()?;
             if self.now.is_multiple_of(TICK_MS) {
                 for uid in 0..self.sc.replicas as Uid {
                     let now_ms = self.now;
@@ -722,7 +854,9 @@ impl Sim {
         let uptos: HashSet<Slot> = self
             .nodes
             .iter()
-            .filter_map(|n| n.replica.as_ref().map(|r| r.decided_upto()))
+            .enumerate()
+            .filter(|(uid, _)| self.deaf != Some(*uid as Uid))
+            .filter_map(|(_, n)| n.replica.as_ref().map(|r| r.decided_upto()))
             .collect();
         let Some(upto) = uptos.iter().next().copied() else {
             return false;
@@ -769,6 +903,7 @@ impl Sim {
             .nodes
             .iter()
             .enumerate()
+            .filter(|(uid, _)| self.deaf != Some(*uid as Uid))
             .filter_map(|(uid, n)| {
                 n.replica
                     .as_ref()
@@ -813,15 +948,21 @@ fn check_valid(submitted: &HashMap<RequestId, String>, value: &Value) -> Result<
 }
 
 /// Runs one seed; `Err` carries the reason and the scenario.
-fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64), String> {
+fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64, u64), String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, trace);
         let result = sim.run();
-        (result, sim.sc.clone(), sim.steps, sim.now)
+        (
+            result,
+            sim.sc.clone(),
+            sim.steps,
+            sim.now,
+            sim.reads_checked,
+        )
     }));
     match outcome {
-        Ok((Ok(()), _, steps, now)) => Ok((steps, now)),
-        Ok((Err(reason), sc, steps, now)) => Err(format!(
+        Ok((Ok(()), _, steps, now, reads)) => Ok((steps, now, reads)),
+        Ok((Err(reason), sc, steps, now, _)) => Err(format!(
             "{reason}\n  at {now}ms after {steps} steps; scenario {sc:?}"
         )),
         Err(panic) => {
@@ -836,7 +977,7 @@ fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64), String> {
 }
 
 /// A seed and what running it gave: (steps, simulated ms) or the failure.
-type SeedOutcome = (u64, Result<(u64, u64), String>);
+type SeedOutcome = (u64, Result<(u64, u64, u64), String>);
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -874,13 +1015,19 @@ fn seeds() {
         .filter_map(|(_, r)| r.as_ref().ok())
         .map(|r| r.0)
         .sum();
+    let reads: u64 = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.2)
+        .sum();
     let mut failures: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     failures.sort_by_key(|(s, _)| *s);
     println!(
-        "simulator: {} seeds, {} failed, {} steps, {:.1}s",
+        "simulator: {} seeds, {} failed, {} steps, {} linearizable reads checked, {:.1}s",
         results.len(),
         failures.len(),
         steps,
+        reads,
         started.elapsed().as_secs_f64()
     );
     for (seed, result) in failures.iter().take(5) {
@@ -905,7 +1052,9 @@ fn replay() {
         return;
     };
     match run_seed(seed, true) {
-        Ok((steps, now)) => println!("seed {seed} passed: {steps} steps, {now}ms simulated"),
+        Ok((steps, now, reads)) => {
+            println!("seed {seed} passed: {steps} steps, {reads} reads checked, {now}ms simulated")
+        }
         Err(reason) => panic!("seed {seed} failed: {reason}"),
     }
 }

@@ -58,6 +58,7 @@ async fn start() -> Server {
 
 fn heartbeat(decided_upto: u64) -> PeerMessage {
     PeerMessage::Heartbeat {
+        beat: 1,
         ballot: Ballot::new(1, 1),
         decided_upto,
         decided_above: vec![],

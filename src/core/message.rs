@@ -74,6 +74,10 @@ pub enum PeerMessage {
     /// Sent by the leader every `heartbeat_ms`: "I am alive, this is what is decided".
     Heartbeat {
         ballot: Ballot,
+        /// The leader's heartbeat counter (from 1 in each leadership), echoed by
+        /// [`PeerMessage::HeartbeatAck`]: a majority acking a beat sent after a read
+        /// arrived confirms the leadership for that read.
+        beat: u64,
         /// The leader's decided prefix, as on Accept.
         decided_upto: Slot,
         /// Chosen slots above `decided_upto`, as on Accept.
@@ -87,6 +91,23 @@ pub enum PeerMessage {
         /// The sender's decided prefix: the requester is caught up once it reaches it.
         decided_upto: Slot,
     },
+    /// A follower's answer to a Heartbeat it accepted: "I still follow `ballot`". The
+    /// leader steps down when a majority has not answered for `timeout_ms`
+    /// (check-quorum), and confirms read indexes with it.
+    HeartbeatAck {
+        ballot: Ballot,
+        /// The `beat` of the Heartbeat answered.
+        beat: u64,
+        /// The follower's decided prefix.
+        decided_upto: Slot,
+    },
+    /// "Confirm that you lead and give me a read index" (a linearizable read served by
+    /// a follower). `id` is the requester's, echoed in the reply.
+    ReadIndexRequest { id: u64 },
+    /// `read_index: Some(s)`: a majority confirmed the leadership after the request
+    /// arrived, and every message acknowledged before it is below slot `s`. `None`: not
+    /// the leader (or no longer): ask again elsewhere.
+    ReadIndexReply { id: u64, read_index: Option<Slot> },
 }
 
 impl PeerMessage {
@@ -101,6 +122,9 @@ impl PeerMessage {
             PeerMessage::Heartbeat { .. } => "heartbeat",
             PeerMessage::CatchUpRequest { .. } => "catchup_request",
             PeerMessage::CatchUp { .. } => "catchup",
+            PeerMessage::HeartbeatAck { .. } => "heartbeat_ack",
+            PeerMessage::ReadIndexRequest { .. } => "read_index_request",
+            PeerMessage::ReadIndexReply { .. } => "read_index_reply",
         }
     }
 }

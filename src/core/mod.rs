@@ -62,7 +62,8 @@ mod types;
 
 pub use message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
 pub use replica::{
-    Input, Ready, Replica, ReplicaConfig, ReplicaStatus, Role, ROUND_MAX, SLOT_LOOKAHEAD_MAX,
+    Input, ReadRef, Ready, Replica, ReplicaConfig, ReplicaStatus, Role, READS_PENDING_MAX,
+    ROUND_MAX, SLOT_LOOKAHEAD_MAX,
 };
 pub use state::PersistentState;
 pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};

@@ -74,6 +74,20 @@ pub(crate) async fn serve(
                     Err(_) => return,
                 }
             }
+            ClientRequest::ReadIndex => {
+                let (tx, rx) = oneshot::channel();
+                if core
+                    .send(ClientEvent::ReadIndex { reply: tx })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                match rx.await {
+                    Ok(response) => response,
+                    Err(_) => return,
+                }
+            }
             ClientRequest::ReadLog {
                 from_slot,
                 max_entries,

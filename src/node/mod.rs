@@ -78,6 +78,10 @@ pub(crate) enum ClientEvent {
         wait_ms: u64,
         reply: oneshot::Sender<ClientResponse>,
     },
+    /// A linearizable read begins (see `ClientRequest::ReadIndex`).
+    ReadIndex {
+        reply: oneshot::Sender<ClientResponse>,
+    },
 }
 
 /// A replica that has opened its store and bound its port, ready to [`Node::run`].
@@ -147,6 +151,9 @@ impl Node {
             config.timeout_ms,
         );
         replica_config.skip_slots = options.skip_slots.clone();
+        replica_config.incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let mut replica = Replica::new(replica_config, state, 0);
         let first = replica.take_ready();
         storage.persist(&first.records)?;
@@ -355,6 +362,10 @@ impl Driver {
             } => self
                 .reads
                 .read(&self.replica, from_slot, max_entries, wait_ms, reply),
+            ClientEvent::ReadIndex { reply } => {
+                let read = self.reads.begin_linearizable(reply);
+                self.replica.step(Input::ReadIndex { read });
+            }
         }
     }
 
@@ -368,6 +379,9 @@ impl Driver {
         }
         for (to, msg) in ready.messages_now {
             self.links.send(to, msg);
+        }
+        for (read, read_index) in ready.reads {
+            self.reads.read_index(&self.replica, read, read_index);
         }
         for (client, reply) in ready.replies {
             if let Some(tx) = self.waiting.remove(&client) {

@@ -2,15 +2,20 @@
 //! otherwise parked until the decided prefix passes `from_slot` or the wait runs out (the
 //! long poll `paxosctl watch` and `chat` use).
 //!
+//! Linearizable reads (`ReadIndex`): the core gets a read index confirmed by the leader
+//! (`Input::ReadIndex` -> `Ready::reads`); the answer waits here until this replica has
+//! applied everything below the index, then the client pages with `ReadLog` as usual.
+//!
 //! Bounds: an answer holds at most [`READ_LOG_ENTRIES_MAX`] entries and
 //! [`READ_LOG_BYTES_MAX`] bytes of values, so it always fits one frame
 //! ([`crate::transport::frame::FRAME_BYTES_MAX`]) whatever the message sizes; at most
 //! [`PARKED_READS_MAX`] reads wait at once (one more is answered at once, empty); a read
 //! waits at most [`READ_LOG_WAIT_MS_MAX`].
 
-use crate::core::{Replica, Slot};
+use crate::core::{ReadRef, Replica, Slot};
 use crate::transport::frame::FRAME_BYTES_MAX;
 use crate::transport::wire::ClientResponse;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -36,6 +41,12 @@ struct ParkedRead {
 #[derive(Default)]
 pub(crate) struct Reads {
     parked: Vec<ParkedRead>,
+    /// Linearizable reads waiting for the core's read index, by the handle it was given.
+    /// Bounded by the client connections (one request each); the core answers every one.
+    indexing: HashMap<ReadRef, oneshot::Sender<ClientResponse>>,
+    next_read: ReadRef,
+    /// Reads with a confirmed index, waiting to apply up to it: (index, reply).
+    applying: Vec<(Slot, oneshot::Sender<ClientResponse>)>,
 }
 
 impl Reads {
@@ -64,12 +75,40 @@ impl Reads {
         });
     }
 
+    /// A linearizable read begins: returns the handle to step the core with.
+    pub(crate) fn begin_linearizable(&mut self, reply: oneshot::Sender<ClientResponse>) -> ReadRef {
+        self.next_read += 1;
+        self.indexing.insert(self.next_read, reply);
+        self.next_read
+    }
+
+    /// The core's answer for a linearizable read: refused, answered now, or waiting to
+    /// apply up to the index.
+    pub(crate) fn read_index(&mut self, replica: &Replica, read: ReadRef, index: Option<Slot>) {
+        let Some(reply) = self.indexing.remove(&read) else {
+            return;
+        };
+        match index {
+            None => {
+                let _ = reply.send(ClientResponse::Error {
+                    reason:
+                        "no leader confirmed the read in time (an election may be under way); retry"
+                            .into(),
+                });
+            }
+            Some(read_index) if replica.decided_upto() >= read_index => {
+                let _ = reply.send(ClientResponse::ReadIndex { read_index });
+            }
+            Some(read_index) => self.applying.push((read_index, reply)),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.parked.is_empty()
+        self.parked.is_empty() && self.applying.is_empty()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.parked.len()
+        self.parked.len() + self.applying.len() + self.indexing.len()
     }
 
     /// Answers parked reads that have entries now, or whose wait is over, or whose client
@@ -77,6 +116,15 @@ impl Reads {
     pub(crate) fn serve_parked(&mut self, replica: &Replica) {
         let now = Instant::now();
         let upto = replica.decided_upto();
+        let mut i = 0;
+        while i < self.applying.len() {
+            if self.applying[i].0 <= upto || self.applying[i].1.is_closed() {
+                let (read_index, reply) = self.applying.swap_remove(i);
+                let _ = reply.send(ClientResponse::ReadIndex { read_index });
+            } else {
+                i += 1;
+            }
+        }
         let mut i = 0;
         while i < self.parked.len() {
             let p = &self.parked[i];

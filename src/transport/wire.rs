@@ -44,6 +44,12 @@ pub enum ClientRequest {
         max_entries: u32,
         wait_ms: u64,
     },
+    /// A linearizable read begins: the replica gets a read index confirmed by the leader
+    /// and answers once it has applied everything below it, so the `ReadLog` pages that
+    /// follow on this connection contain every message acknowledged before this request
+    /// was sent. Answered by [`ClientResponse::ReadIndex`], or a retryable `Error` if no
+    /// leader confirmed it in time.
+    ReadIndex,
 }
 
 /// The answer to one [`ClientRequest`].
@@ -64,6 +70,8 @@ pub enum ClientResponse {
     /// The request could not be served (e.g. the replica is shutting down or still
     /// recovering); the connection stays usable.
     Error { reason: String },
+    /// The answer to `ReadIndex`: this replica has applied every slot below `read_index`.
+    ReadIndex { read_index: Slot },
 }
 
 /// One replica's status as `paxosctl status` shows it.

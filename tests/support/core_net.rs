@@ -84,6 +84,7 @@ pub fn accepted(ballot: Ballot, first_slot: Slot, count: u64, decided_upto: Slot
 }
 pub fn heartbeat(ballot: Ballot, decided_upto: Slot) -> PeerMessage {
     PeerMessage::Heartbeat {
+        beat: 1,
         ballot,
         decided_upto,
         decided_above: Vec::new(),

@@ -135,10 +135,13 @@ impl Replica {
         self.learn_commit(from, ballot, leader_decided_upto, decided_above);
     }
 
+    /// A leader's heartbeat: follow it, answer with an ack (check-quorum, read index),
+    /// and learn its decisions.
     pub(super) fn on_heartbeat(
         &mut self,
         from: Uid,
         ballot: Ballot,
+        beat: u64,
         leader_decided_upto: Slot,
         decided_above: &[SlotRange],
     ) {
@@ -146,6 +149,15 @@ impl Replica {
             return;
         }
         self.learn_commit(from, ballot, leader_decided_upto, decided_above);
+        let decided_upto = self.decided_upto;
+        self.send(
+            from,
+            PeerMessage::HeartbeatAck {
+                ballot,
+                beat,
+                decided_upto,
+            },
+        );
     }
 }
 

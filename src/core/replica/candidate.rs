@@ -185,7 +185,14 @@ impl Replica {
             .map_or(start, |s| s.saturating_add(1).max(start));
         // The promise recorded above is durable once this Ready is.
         let promise_seq = self.ready.seq;
-        let mut leadership = Leadership::new(ballot, start, end, self.now_ms, promise_seq);
+        let mut leadership = Leadership::new(
+            ballot,
+            start,
+            end,
+            self.now_ms,
+            promise_seq,
+            self.config.replicas,
+        );
         self.leader = Some(self.config.uid);
         // Decided values reported by promises are chosen: learn them directly.
         for (slot, (accepted_in, value)) in campaign.reported.split_off(&start) {

@@ -3,6 +3,7 @@
 //! Accept batches (`send_accepts`), counting Accepted (`on_accepted`, `check_chosen`),
 //! heartbeats and retransmission, and releasing waiting clients when leadership ends.
 
+use super::quorum::QuorumState;
 use super::{Replica, RoleState};
 use crate::core::message::{ClientRef, PeerMessage, Record, SubmitReply};
 use crate::core::types::{Ballot, RequestId, Slot, Uid, Value};
@@ -56,6 +57,8 @@ pub(super) struct Leadership {
     pub(super) own_pending: BTreeMap<u64, Vec<Slot>>,
     pub(super) heartbeat_sent_ms: u64,
     pub(super) resend_scan_ms: u64,
+    /// Heartbeat acks, check-quorum and pending read indexes.
+    pub(super) quorum: QuorumState,
 }
 
 impl Leadership {
@@ -65,6 +68,7 @@ impl Leadership {
         next_slot: Slot,
         now_ms: u64,
         promise_seq: u64,
+        replicas: usize,
     ) -> Leadership {
         Leadership {
             ballot,
@@ -79,6 +83,7 @@ impl Leadership {
             promise_seq,
             own_pending: BTreeMap::new(),
             heartbeat_sent_ms: 0,
+            quorum: QuorumState::new(replicas, now_ms, next_slot),
             resend_scan_ms: now_ms,
         }
     }
@@ -89,6 +94,7 @@ impl Replica {
     /// told to go elsewhere now (it retries with the same id; a proposal that still gets
     /// chosen is found by the next leader's dedupe), instead of waiting for a timeout.
     pub(super) fn release_clients(&mut self, leader: Option<Uid>) {
+        self.release_reads();
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -318,12 +324,13 @@ impl Replica {
         decided_upto: Slot,
     ) {
         self.note_peer_decided(from, decided_upto);
+        if !matches!(&self.role, RoleState::Leader(l) if l.ballot == ballot) {
+            return;
+        }
+        self.heard_from(from);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        if l.ballot != ballot {
-            return;
-        }
         let end = first_slot.saturating_add(count);
         let mut touched = Vec::new();
         for (slot, p) in l.inflight.range_mut(first_slot..end) {
@@ -411,11 +418,15 @@ impl Replica {
             return;
         };
         l.heartbeat_sent_ms = self.now_ms;
+        l.quorum.beat += 1;
+        l.quorum.beat_wanted = false;
+        let beat = l.quorum.beat;
         let ballot = l.ballot;
         let decided_upto = self.decided_upto;
         let decided_above = self.decided_ranges();
         self.broadcast(PeerMessage::Heartbeat {
             ballot,
+            beat,
             decided_upto,
             decided_above,
         });

@@ -18,6 +18,7 @@ mod acceptor;
 mod candidate;
 mod leader;
 mod learner;
+mod quorum;
 
 use super::applied::applied_entry;
 use super::message::{ClientRef, PeerMessage, Record, SubmitReply};
@@ -26,6 +27,8 @@ use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
 use candidate::Campaign;
 use leader::Leadership;
 use learner::CatchUpProgress;
+use quorum::ForwardedReads;
+pub use quorum::{ReadRef, READS_PENDING_MAX};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -54,6 +57,10 @@ pub struct ReplicaConfig {
     /// A peer message naming a slot this far or more above our decided prefix is refused
     /// (a broken or hostile peer; a laggard this far behind catches up first).
     pub slot_lookahead_max: u64,
+    /// Distinct for every start of this replica, and growing (the driver uses the wall
+    /// clock in microseconds): read-index request ids count up from it, so a delayed
+    /// reply to a request sent before a restart never answers a read made after it.
+    pub incarnation: u64,
 }
 
 impl ReplicaConfig {
@@ -71,6 +78,7 @@ impl ReplicaConfig {
             body_bytes_max: 64 * 1024,
             queue_max: 100_000,
             slot_lookahead_max: SLOT_LOOKAHEAD_MAX,
+            incarnation: 0,
         }
     }
 
@@ -98,6 +106,8 @@ pub enum Input {
         id: RequestId,
         body: String,
     },
+    /// A linearizable read wants a read index: answered in [`Ready::reads`].
+    ReadIndex { read: ReadRef },
     /// The records of every [`Ready`] up to and including `seq` are durable. The driver
     /// reports it after each flush; a leader's own accept counts toward a majority only
     /// from then on.
@@ -129,6 +139,9 @@ pub struct Ready {
     /// Peer messages refused as out of bounds, with the reason: the driver logs each as a
     /// warning naming the peer. Nothing else comes of them.
     pub warnings: Vec<(Uid, String)>,
+    /// Read indexes for [`Input::ReadIndex`]: `Some(s)`: serve the read once the decided
+    /// prefix reaches `s`; `None`: no leader confirmed it (the reader retries).
+    pub reads: Vec<(ReadRef, Option<Slot>)>,
 }
 
 impl Ready {
@@ -138,6 +151,7 @@ impl Ready {
             && self.messages_now.is_empty()
             && self.replies.is_empty()
             && self.warnings.is_empty()
+            && self.reads.is_empty()
     }
 
     /// Whether the driver has anything to hand to storage: records, or messages that
@@ -168,6 +182,9 @@ pub struct ReplicaStatus {
 }
 
 #[derive(Debug)]
+// Leadership is the large one and there is one RoleState per replica: boxing it would
+// only add an indirection on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum RoleState {
     Follower,
     Candidate(Campaign),
@@ -212,6 +229,9 @@ pub struct Replica {
     ready: Ready,
     /// The highest `Ready::seq` whose records are known durable ([`Input::Persisted`]).
     durable_seq: u64,
+    /// Reads forwarded to the leader, waiting for its ReadIndexReply.
+    forwarded_reads: ForwardedReads,
+    next_read_id: u64,
 }
 
 impl Replica {
@@ -225,6 +245,7 @@ impl Replica {
         );
         assert!((config.uid as usize) < config.replicas, "uid out of range");
         let fresh = state.is_fresh();
+        let config_incarnation = config.incarnation;
         let mut replica = Replica {
             peer_decided_upto: vec![0; config.replicas],
             awaiting_apply: HashMap::new(),
@@ -248,6 +269,8 @@ impl Replica {
                 ..Ready::default()
             },
             durable_seq: 0,
+            forwarded_reads: ForwardedReads::new(),
+            next_read_id: config_incarnation,
         };
         if fresh {
             // Mark the store as used, so a restart is told apart from a fresh start.
@@ -255,8 +278,14 @@ impl Replica {
             replica.leader = Some(0);
             if replica.config.uid == 0 {
                 let promise_seq = replica.ready.seq;
-                replica.role =
-                    RoleState::Leader(Leadership::new(Ballot::ZERO, 0, 0, now_ms, promise_seq));
+                replica.role = RoleState::Leader(Leadership::new(
+                    Ballot::ZERO,
+                    0,
+                    0,
+                    now_ms,
+                    promise_seq,
+                    replica.config.replicas,
+                ));
             }
             return replica;
         }
@@ -295,11 +324,15 @@ impl Replica {
             }
             Input::Submit { client, id, body } => self.on_submit(client, id, body),
             Input::Persisted { seq } => self.on_persisted(seq),
+            Input::ReadIndex { read } => self.on_read_index(read),
         }
     }
     /// Everything to persist, send and reply since the last call. Proposes queued client
     /// values first, so that every submit stepped since the last call shares one batch.
     pub fn take_ready(&mut self) -> Ready {
+        if matches!(&self.role, RoleState::Leader(l) if l.quorum.beat_wanted) {
+            self.send_heartbeat();
+        }
         self.flush_proposals();
         let next = Ready {
             seq: self.ready.seq + 1,
@@ -415,10 +448,20 @@ impl Replica {
             } => self.on_accepted(from, ballot, first_slot, count, decided_upto),
             PeerMessage::Heartbeat {
                 ballot,
+                beat,
                 decided_upto,
                 decided_above,
-            } => self.on_heartbeat(from, ballot, decided_upto, &decided_above),
+            } => self.on_heartbeat(from, ballot, beat, decided_upto, &decided_above),
             PeerMessage::CatchUpRequest { from_slot } => self.on_catch_up_request(from, from_slot),
+            PeerMessage::HeartbeatAck {
+                ballot,
+                beat,
+                decided_upto,
+            } => self.on_heartbeat_ack(from, ballot, beat, decided_upto),
+            PeerMessage::ReadIndexRequest { id } => self.on_read_index_request(from, id),
+            PeerMessage::ReadIndexReply { id, read_index } => {
+                self.on_read_index_reply(id, read_index)
+            }
             PeerMessage::CatchUp {
                 entries,
                 decided_upto,
@@ -475,7 +518,10 @@ impl Replica {
                 Some(*ballot),
                 decided_above.iter().map(|(lo, _)| *lo).collect(),
             ),
-            PeerMessage::CatchUpRequest { .. } => (None, Vec::new()),
+            PeerMessage::CatchUpRequest { .. }
+            | PeerMessage::ReadIndexRequest { .. }
+            | PeerMessage::ReadIndexReply { .. } => (None, Vec::new()),
+            PeerMessage::HeartbeatAck { ballot, .. } => (Some(*ballot), Vec::new()),
             PeerMessage::CatchUp { entries, .. } => {
                 (None, entries.iter().map(|(slot, _)| *slot).collect())
             }
@@ -503,6 +549,8 @@ impl Replica {
         // leader's Accepts wait only until its own promise of the ballot is durable (its
         // phase-1 majority counted that promise). Everything else goes at once.
         let vouches = match &msg {
+            // ReadIndexReply vouches for nothing on disk: a read index is about what is
+            // chosen, which a majority holds durably.
             PeerMessage::Promise { .. } | PeerMessage::Accepted { .. } => true,
             PeerMessage::Accept { .. } => !self.leader_promise_durable(),
             _ => false,
@@ -611,6 +659,11 @@ impl Replica {
             self.catch_up_unanswered = self.catch_up.take().map(|c| c.peer);
             self.maybe_catch_up();
         }
+        // Check-quorum: a leader that cannot hear a majority steps down.
+        if self.is_leader() {
+            self.check_quorum();
+        }
+        self.expire_reads();
         match &mut self.role {
             RoleState::Leader(l) => {
                 let heartbeat_due =
