@@ -703,7 +703,11 @@ fn check_quorum_leader_steps_down_when_a_majority_is_silent() {
             });
         }
     }
-    assert_eq!(r.status().role, Role::Leader, "follower 1 keeps it a majority");
+    assert_eq!(
+        r.status().role,
+        Role::Leader,
+        "follower 1 keeps it a majority"
+    );
     // Now nobody answers.
     let silent_from = now;
     while r.status().role == Role::Leader && now < silent_from + 3 * TIMEOUT {
@@ -712,7 +716,11 @@ fn check_quorum_leader_steps_down_when_a_majority_is_silent() {
         let _ = r.take_ready();
     }
     assert_eq!(r.status().role, Role::Follower);
-    assert!(now - silent_from <= TIMEOUT + HB, "stepped down after {}ms", now - silent_from);
+    assert!(
+        now - silent_from <= TIMEOUT + HB,
+        "stepped down after {}ms",
+        now - silent_from
+    );
 }
 
 /// A read at the leader is confirmed only by acks of a heartbeat sent after it arrived:
@@ -726,7 +734,11 @@ fn read_index_waits_for_a_majority_to_ack_a_later_beat() {
     r.step(Input::ReadIndex { read: 7 });
     let ready = r.take_ready();
     assert!(ready.reads.is_empty(), "{}", show(&ready));
-    assert_eq!(beats(&ready), vec![2, 2], "a beat goes at once for the read");
+    assert_eq!(
+        beats(&ready),
+        vec![2, 2],
+        "a beat goes at once for the read"
+    );
     // A late ack of beat 1 does not confirm it.
     r.step(Input::Peer {
         from: 1,

@@ -22,6 +22,10 @@ impl Replica {
             self.reject(from, ballot, live_leader);
             return;
         }
+        // Only the first Prepare of a ballot resets our failure detector: the chunks a
+        // laggard candidate fetches afterwards must not keep up-to-date replicas from
+        // campaigning themselves (two laggards would otherwise pre-empt each other).
+        let new_ballot = ballot > self.promised;
         self.promise(ballot);
         match &self.role {
             RoleState::Candidate(c) if c.ballot < ballot => self.become_follower(None),
@@ -31,7 +35,9 @@ impl Replica {
         if !matches!(self.role, RoleState::Candidate(_)) {
             self.leader = None;
         }
-        self.last_heard_ms = self.now_ms;
+        if new_ballot {
+            self.last_heard_ms = self.now_ms;
+        }
 
         // Everything from the candidate's own prefix on, decided values included: the
         // candidate must not depend on any one peer for slots it lacks.

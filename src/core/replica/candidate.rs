@@ -98,6 +98,8 @@ impl Replica {
         next_slot: Option<Slot>,
     ) {
         self.note_peer_decided(from, decided_upto);
+        // A promise's decided prefix tells us how far behind we are: fetch it meanwhile.
+        self.maybe_catch_up();
         let now_ms = self.now_ms;
         let RoleState::Candidate(campaign) = &mut self.role else {
             return;

@@ -161,13 +161,25 @@ impl Replica {
         };
         let me = self.config.uid as usize;
         let mine = self.decided_upto;
-        let unanswered = self.catch_up_unanswered.map(|u| u as usize);
+        let leader = self.leader.map(|l| l as usize);
+        // Peers that never failed to answer first (a dead peer's advertised prefix is
+        // stale), then the one that failed longest ago; then the leader; then the most
+        // advanced. Every failure is remembered per peer, so a live peer is always found
+        // before two dead ones are tried in turn.
         let best = self
             .peer_decided_upto
             .iter()
             .enumerate()
             .filter(|(p, upto)| *p != me && (**upto).min(limit) > mine)
-            .max_by_key(|(p, upto)| (Some(*p) != unanswered, **upto));
+            .max_by_key(|(p, upto)| {
+                let unanswered_ms = self.catch_up_unanswered_ms[*p];
+                (
+                    unanswered_ms.is_none(),
+                    std::cmp::Reverse(unanswered_ms.unwrap_or(0)),
+                    Some(*p) == leader,
+                    **upto,
+                )
+            });
         if let Some((peer, _)) = best {
             let peer = peer as Uid;
             self.catch_up = Some(CatchUpProgress {
@@ -227,9 +239,7 @@ impl Replica {
         if self.catch_up.as_ref().is_some_and(|c| c.peer == from) {
             self.catch_up = None;
         }
-        if self.catch_up_unanswered == Some(from) {
-            self.catch_up_unanswered = None;
-        }
+        self.catch_up_unanswered_ms[from as usize] = None;
         self.maybe_catch_up();
     }
 }

@@ -223,9 +223,9 @@ pub struct Replica {
     /// only then is its first slot in the log final (a retry may have landed twice).
     awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
     catch_up: Option<CatchUpProgress>,
-    /// The last catch-up peer that did not answer in time: tried last next time (it may
-    /// be dead, and its advertised prefix stale).
-    catch_up_unanswered: Option<Uid>,
+    /// Per uid: when a catch-up request to it last went unanswered (cleared when it
+    /// answers). Such peers are tried last: they may be dead, their prefix stale.
+    catch_up_unanswered_ms: Vec<Option<u64>>,
     ready: Ready,
     /// The highest `Ready::seq` whose records are known durable ([`Input::Persisted`]).
     durable_seq: u64,
@@ -246,6 +246,7 @@ impl Replica {
         assert!((config.uid as usize) < config.replicas, "uid out of range");
         let fresh = state.is_fresh();
         let config_incarnation = config.incarnation;
+        let config_replicas = config.replicas;
         let mut replica = Replica {
             peer_decided_upto: vec![0; config.replicas],
             awaiting_apply: HashMap::new(),
@@ -263,7 +264,7 @@ impl Replica {
             decided_above: BTreeMap::new(),
             first_slot_of: HashMap::new(),
             catch_up: None,
-            catch_up_unanswered: None,
+            catch_up_unanswered_ms: vec![None; config_replicas],
             ready: Ready {
                 seq: 1,
                 ..Ready::default()
@@ -656,7 +657,9 @@ impl Replica {
             .as_ref()
             .is_some_and(|c| now.saturating_sub(c.sent_ms) >= timeout)
         {
-            self.catch_up_unanswered = self.catch_up.take().map(|c| c.peer);
+            if let Some(c) = self.catch_up.take() {
+                self.catch_up_unanswered_ms[c.peer as usize] = Some(now);
+            }
             self.maybe_catch_up();
         }
         // Check-quorum: a leader that cannot hear a majority steps down.
@@ -695,7 +698,14 @@ impl Replica {
                 let leader = self.leader.unwrap_or(self.promised.uid);
                 let n = self.config.replicas as u64;
                 let rank = (self.config.uid as u64 + n - leader as u64 - 1) % n;
-                let stagger = rank * timeout / 2;
+                let mut stagger = rank * timeout / 2;
+                // A replica that knows it lags far behind a peer lets the up-to-date ones
+                // try first: its phase 1 would fetch many chunks, and two laggards would
+                // pre-empt each other. It still campaigns if nobody else does.
+                let ahead = self.peer_decided_upto.iter().copied().max().unwrap_or(0);
+                if ahead.saturating_sub(self.decided_upto) > self.config.chunk_entries_max as u64 {
+                    stagger += n * timeout / 2;
+                }
                 if now.saturating_sub(self.last_heard_ms) >= timeout + stagger {
                     self.start_campaign();
                 }
