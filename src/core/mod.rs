@@ -2,8 +2,8 @@
 //!
 //! A [`Replica`] is stepped with [`Input`]s (a peer message, a client submit, a timer tick
 //! carrying the current time) and hands back a [`Ready`]: records to persist, messages to
-//! send, client replies. The driver persists the records durably *before* it sends
-//! anything of the same `Ready`. There is no clock, socket, disk or randomness in here, so
+//! send, client replies. The driver persists the records durably before it sends what
+//! vouches for them (see [`Ready`] for the commit path). There is no clock, socket, disk or randomness in here, so
 //! the deterministic simulator (`tests/simulator.rs`) can drive it through any schedule.
 //!
 //! # Protocol summary
@@ -22,18 +22,36 @@
 //!   learns the reported decided values and re-proposes every other slot from its own
 //!   prefix to the highest reported slot: the highest-ballot value, or a no-op. No slot
 //!   depends on one peer staying alive.
-//! - Phase 2: the leader accepts its own proposal (persisted with the same Ready) and
-//!   pipelines Accept(ballot, first_slot, values[]) batches, up to `inflight_slots_max`
-//!   slots in flight. A slot is chosen with a majority of Accepted in one ballot; its
-//!   clients are answered once the decided prefix passes it (the first slot of a
-//!   request is final only then).
-//! - Decisions ride on Accept and Heartbeat: the decided prefix (`decided_upto`) and ranges of
-//!   decided slots above a hole. A follower decides a slot from them only if it accepted
-//!   that slot in the same ballot; anything else is fetched by chunked catch-up (from
-//!   the most advanced peer; one that did not answer is tried last). A leader never
-//!   decides a slot at or above its start by catch-up, so its decided prefix covers only
-//!   what it chose itself (or learned in phase 1); a catch-up value that contradicts one
-//!   of its in-flight proposals deposes it.
+//! - Phase 2 and the commit path: the leader sends Accept(ballot, first_slot, values[])
+//!   batches at once (`Ready::messages_now`), up to `inflight_slots_max` slots in flight,
+//!   while its own accept is flushed; its own vote counts only once the driver reports
+//!   that Ready durable (`Input::Persisted`). Acceptors persist, then answer Accepted
+//!   (`Ready::messages`, sent after the flush). A slot is chosen with a majority of
+//!   durable accepts in one ballot; its clients are answered at once when the decided
+//!   prefix passes it (the first slot of a request is final only then), without waiting
+//!   for the Decided record, which is a cache written with a later batch. A new leader's
+//!   Accepts wait once for its own promise to be durable (its phase-1 majority counted
+//!   it). Phase-1 re-proposals and no-op fills go out as the window allows.
+//! - Decisions ride on Accept and Heartbeat: the decided prefix (`decided_upto`) and
+//!   ranges of decided slots above a hole. A follower decides a slot from them only if it
+//!   accepted that slot in the same ballot; anything else is fetched by chunked catch-up
+//!   (peers that never failed to answer first, then the leader, then the most advanced).
+//!   A leader never decides a slot at or above its start by catch-up, so its decided
+//!   prefix covers only what it chose itself (or learned in phase 1); a catch-up value
+//!   that contradicts one of its in-flight proposals deposes it.
+//! - Check-quorum: followers ack every Heartbeat (numbered by a beat); a leader that has
+//!   not heard a majority within `timeout_ms` steps down, so followers stop being sticky
+//!   to a leader that cannot make progress.
+//! - Linearizable reads (read index): `Input::ReadIndex` at the leader takes
+//!   max(decided prefix, end of phase-1 recovery) and answers once a majority acked a
+//!   beat sent after the read arrived; a follower forwards it to the leader. The driver
+//!   serves the read once it has applied up to the index.
+//! - Only the first Prepare of a ballot resets an acceptor's failure detector (a laggard
+//!   fetching chunks must not silence the others); a replica that knows it lags by more
+//!   than a chunk campaigns after the up-to-date ones.
+//! - Bounds on peer input: a ballot round above [`ROUND_MAX`] or a slot
+//!   `slot_lookahead_max` past the decided prefix is refused with a warning naming the
+//!   peer (`Ready::warnings`); counts are bounded by the frame size.
 //! - Every request (Accept, Prepare, CatchUpRequest) is re-sent after `timeout_ms`.
 //! - Exactly once: requests carry `(client_id, seq)`. A duplicate of a decided request is
 //!   answered with its first slot; a duplicate of an in-flight one joins it. Applying the
@@ -46,13 +64,26 @@
 //! 3. No slot is decided with two different values (agreement), and a decided slot never
 //!    changes (stability).
 //! 4. A decided value is a no-op or a value some client submitted (validity).
-//! 5. A client is answered `Committed` only when the value is durable on a majority.
+//! 5. A client is answered `Committed` only when the value is durable on a majority
+//!    (the leader's own accept counted only after `Input::Persisted`).
 //! 6. No request is applied twice (`Msg` once, later copies `Dup`).
-//! 7. Nothing in a `Ready` may be sent before its records are durable.
+//! 7. Nothing in `Ready::messages` is sent before the records of that Ready (and every
+//!    earlier one) are durable; `messages_now` vouch for nothing unflushed.
+//! 8. A linearizable read contains every message acknowledged before it began.
+//! 9. An honest peer's message is never refused as out of bounds.
+//!
+//! # What the core holds (memory)
+//! The promise; every accepted-but-undecided entry; every decided entry (the whole chat
+//! log: bounding it is issue 10, not done yet); per request id its first slot; the
+//! leader's in-flight window (at most `inflight_slots_max` proposals), its queue (at
+//! most `queue_max` requests), pending reads (at most `READS_PENDING_MAX`).
 //!
 //! # Deliberately not implemented
-//! Log compaction/snapshots (the whole log stays in memory and on disk), membership
-//! changes, and leader leases for reads (reads are served from the local applied log).
+//! Log compaction/snapshots in the core (the whole log stays in memory and on disk),
+//! membership changes, leases for reads (reads use a read index), and lost-disk
+//! detection: a replica restarted on an empty store in a cluster with history is taken
+//! for a fresh one (the README's operations section: never restart a replica on a wiped
+//! disk without restoring it).
 
 pub mod applied;
 mod message;
