@@ -288,10 +288,16 @@ fn kill_9_loses_no_acknowledged_record() {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let said = if let Some(id) = line.strip_prefix("ACK ") {
-                    Said::Ack(id.trim().parse::<u64>().unwrap())
-                } else if let Some(id) = line.strip_prefix("BEGIN ") {
-                    Said::Begin(id.trim().parse::<u64>().unwrap())
+                // The test harness prints "test crash_child ... " without a newline
+                // before the child's first line: find the word, not a line prefix.
+                let after = |word: &str| {
+                    line.find(word)
+                        .map(|at| line[at + word.len()..].trim().parse::<u64>().unwrap())
+                };
+                let said = if let Some(id) = after("ACK ") {
+                    Said::Ack(id)
+                } else if let Some(id) = after("BEGIN ") {
+                    Said::Begin(id)
                 } else {
                     continue;
                 };
