@@ -113,18 +113,20 @@ fn hint_node_dirs(dir: &Path, e: crate::Error) -> crate::Error {
         return e;
     }
     nodes.sort();
-    let reason = match e {
-        crate::Error::Storage(reason) => reason,
-        other => other.to_string(),
+    let crate::Error::NotAStore { path, reason } = e else {
+        return e;
     };
-    crate::Error::Storage(format!(
-        "{reason}; it holds replica stores, pass one of: {}",
-        nodes
-            .iter()
-            .map(|n| dir.join(n).display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    crate::Error::NotAStore {
+        path,
+        reason: format!(
+            "{reason}; it holds replica stores, pass one of: {}",
+            nodes
+                .iter()
+                .map(|n| dir.join(n).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Keeps the entries of `batch` that continue the log at `*next`, in order, and moves
