@@ -67,6 +67,19 @@ pub enum Error {
     #[error("storage flusher: {0}")]
     Flusher(String),
 
+    /// A snapshot file is damaged, truncated or not a snapshot; `offset` is the byte at
+    /// which the bad part (header, chunk or trailer, named in `reason`) starts.
+    #[error("snapshot {path}: at byte {offset}: {reason}")]
+    Snapshot {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A snapshot cannot be restored into this directory.
+    #[error("cannot restore into {path}: {reason}")]
+    RestoreTarget { path: PathBuf, reason: String },
+
     /// A frame on the wire was malformed or too large.
     #[error("bad frame: {0}")]
     Frame(String),
