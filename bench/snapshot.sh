@@ -34,6 +34,7 @@ sleep 1
 ctl() { "$bin/paxosctl" --config "$dir/config.toml" "$@"; }
 decided() { ctl status --json 2>/dev/null | grep '"uid":0,' | sed 's/.*"decided":\([0-9]*\).*/\1/'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+since() { printf '%.3f' "$(echo "$(date +%s.%N) - $1" | bc)"; }
 
 echo "# $(nproc) cores, $(uname -r), data in $dir, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 fill_started=$(date +%s.%N)
@@ -44,7 +45,7 @@ while :; do
     timeout 120 "$bin/paxosctl" --config "$dir/config.toml" \
         bench --clients 256 --duration 15 --size "$size" >/dev/null 2>&1 || true
 done
-fill_s=$(echo "$(date +%s.%N) - $fill_started" | bc)
+fill_s=$(since "$fill_started")
 echo "# filled $(decided) slots in $fill_s s" >&2
 
 leader_pid=${pids[0]}
@@ -53,7 +54,7 @@ rss_before=$(rss_kib "$leader_pid")
 sampler=$!
 started=$(date +%s.%N)
 ctl snapshot save --uid 0 "$dir/log.snap" >&2
-save_s=$(echo "$(date +%s.%N) - $started" | bc)
+save_s=$(since "$started")
 kill "$sampler"; wait "$sampler" 2>/dev/null || true; sampler=
 rss_peak=$(sort -n "$dir/rss.txt" | tail -n 1)
 bytes=$(stat -c %s "$dir/log.snap")
@@ -61,9 +62,9 @@ entries=$("$bin/paxosctl" snapshot status --json "$dir/log.snap" | sed 's/.*"ent
 
 started=$(date +%s.%N)
 "$bin/paxosctl" snapshot status "$dir/log.snap" >&2
-status_s=$(echo "$(date +%s.%N) - $started" | bc)
+status_s=$(since "$started")
 started=$(date +%s.%N)
 ctl snapshot restore "$dir/log.snap" --data-dir "$dir/restored" --uid 0 >&2
-restore_s=$(echo "$(date +%s.%N) - $started" | bc)
+restore_s=$(since "$started")
 
 echo "{\"entries\":$entries,\"size_b\":$size,\"save_s\":$save_s,\"file_bytes\":$bytes,\"rss_before_kib\":$rss_before,\"rss_peak_during_save_kib\":$rss_peak,\"rss_samples\":$(wc -l <"$dir/rss.txt"),\"status_s\":$status_s,\"restore_s\":$restore_s,\"restored_store_bytes\":$(du -sb "$dir/restored" | cut -f1)}"

@@ -352,13 +352,18 @@ mod tests {
             ]
         );
         // The cluster's data dir instead of the replica's: the error points to node-0.
-        let err = read_offline_log(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("node-0"), "{err}");
-        assert_eq!(err.matches("storage error").count(), 1, "{err}");
-        let err = read_offline_log(&dir.path().join("nope"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("does not exist"), "{err}");
+        let err = read_offline_log(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Paxos(crate::Error::NotAStore { reason, .. }) if reason.contains("node-0")),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert_eq!(text.matches("no paxos store").count(), 1, "{text}");
+        let err = read_offline_log(&dir.path().join("nope")).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Paxos(crate::Error::NotAStore { reason, .. }) if reason.contains("does not exist")),
+            "{err}"
+        );
     }
 
     #[test]
