@@ -25,9 +25,60 @@ pub enum Error {
         expected: String,
     },
 
-    /// Storage failed (fatal for a replica).
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// The store directory is held by another process (its `paxosd` is running).
+    #[error(
+        "store at {path} is locked by another process (is its paxosd still running? \
+         stop it first, or read the log over the network)"
+    )]
+    Locked { path: PathBuf },
+
+    /// The path holds no paxos store: missing, not a directory, not a sled store, or a sled
+    /// store without a replica identity. `reason` says which.
+    #[error("no paxos store at {path}: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+
+    /// The store was written in a layout version this build cannot read.
+    #[error(
+        "store at {path} has format version {found}, which this build does not read \
+         (it reads versions 1 to {supported})"
+    )]
+    UnsupportedFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// An earlier write or sync failed, so the store refuses every later write (a failed
+    /// fsync cannot be retried safely). Restart the replica.
+    #[error("store at {path} is poisoned by an earlier failure ({reason}); restart the replica")]
+    Poisoned { path: PathBuf, reason: String },
+
+    /// sled reported a failure that is not an IO error (a sled bug or its own corruption
+    /// check); `context` says what was being done.
+    #[error("sled failed while {context}: {reason}")]
+    Sled { context: String, reason: String },
+
+    /// A value could not be encoded for the disk (postcard); `what` names it.
+    #[error("could not encode {what}: {reason}")]
+    Encode { what: String, reason: String },
+
+    /// The replica's flusher (the thread that owns the store) failed or stopped: the
+    /// replica stops, acknowledging nothing more.
+    #[error("storage flusher: {0}")]
+    Flusher(String),
+
+    /// A snapshot file is damaged, truncated or not a snapshot; `offset` is the byte at
+    /// which the bad part (header, chunk or trailer, named in `reason`) starts.
+    #[error("snapshot {path}: at byte {offset}: {reason}")]
+    Snapshot {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A snapshot cannot be restored into this directory.
+    #[error("cannot restore into {path}: {reason}")]
+    RestoreTarget { path: PathBuf, reason: String },
 
     /// A frame on the wire was malformed or too large.
     #[error("bad frame: {0}")]

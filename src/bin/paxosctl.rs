@@ -162,6 +162,9 @@ enum Command {
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
     },
+    /// Back up the chat log to a file, restore a new cluster's store from one, inspect one
+    #[command(subcommand)]
+    Snapshot(paxos::client::snapshot::SnapshotCommand),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  paxosctl completions bash > /etc/bash_completion.d/paxosctl\n  paxosctl completions zsh > ~/.zfunc/_paxosctl"
@@ -275,6 +278,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             (None, None) => bail!("give --uid N or --data-dir DIR"),
         },
+        Command::Snapshot(command) => {
+            let config = match command.needs_config() {
+                true => Some(load_config(&cli)?),
+                false => None,
+            };
+            paxos::client::snapshot::run(command, config, json).await?;
+        }
         Command::Status => {
             let config = load_config(&cli)?;
             let views = cluster_status(&config).await;

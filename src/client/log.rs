@@ -113,18 +113,20 @@ fn hint_node_dirs(dir: &Path, e: crate::Error) -> crate::Error {
         return e;
     }
     nodes.sort();
-    let reason = match e {
-        crate::Error::Storage(reason) => reason,
-        other => other.to_string(),
+    let crate::Error::NotAStore { path, reason } = e else {
+        return e;
     };
-    crate::Error::Storage(format!(
-        "{reason}; it holds replica stores, pass one of: {}",
-        nodes
-            .iter()
-            .map(|n| dir.join(n).display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
+    crate::Error::NotAStore {
+        path,
+        reason: format!(
+            "{reason}; it holds replica stores, pass one of: {}",
+            nodes
+                .iter()
+                .map(|n| dir.join(n).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// Keeps the entries of `batch` that continue the log at `*next`, in order, and moves
@@ -350,13 +352,18 @@ mod tests {
             ]
         );
         // The cluster's data dir instead of the replica's: the error points to node-0.
-        let err = read_offline_log(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("node-0"), "{err}");
-        assert_eq!(err.matches("storage error").count(), 1, "{err}");
-        let err = read_offline_log(&dir.path().join("nope"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("does not exist"), "{err}");
+        let err = read_offline_log(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Paxos(crate::Error::NotAStore { reason, .. }) if reason.contains("node-0")),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert_eq!(text.matches("no paxos store").count(), 1, "{text}");
+        let err = read_offline_log(&dir.path().join("nope")).unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Paxos(crate::Error::NotAStore { reason, .. }) if reason.contains("does not exist")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@
 pub mod bench;
 pub mod local;
 pub mod log;
+pub mod snapshot;
 pub mod status;
 
 use crate::config::Config;

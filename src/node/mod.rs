@@ -257,7 +257,7 @@ impl Node {
                 }
                 _ = fatal_rx.changed() => {
                     let reason = fatal_rx.borrow().clone().unwrap_or_default();
-                    break Err(Error::Storage(reason));
+                    break Err(Error::Flusher(reason));
                 }
                 Ok(()) = durable_rx.changed() => {
                     let seq = *durable_rx.borrow_and_update();
@@ -395,7 +395,7 @@ impl Driver {
                 messages: ready.messages,
             };
             if self.flusher.send(outbox).await.is_err() {
-                return Err(Error::Storage("the flusher thread stopped".into()));
+                return Err(Error::Flusher("the flusher thread stopped".into()));
             }
         }
         Ok(())

@@ -11,6 +11,7 @@
 
 mod memory;
 pub mod sled_store;
+pub mod snapshot;
 
 pub use memory::MemStorage;
 

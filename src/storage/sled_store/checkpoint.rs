@@ -37,7 +37,8 @@
 //! decoding) is reported with `warn!` naming the file and ignored from that point on: `load`
 //! reads those slots from sled instead.
 
-use super::{check_crc, decode_slot, sled_error, TREE_DECIDED};
+use super::codec::{check_crc, decode_slot};
+use super::{sled_error, TREE_DECIDED};
 use crate::core::{Slot, Value};
 use crate::Error;
 use std::collections::BTreeSet;
