@@ -108,6 +108,10 @@ pub enum PeerMessage {
     /// arrived, and every message acknowledged before it is below slot `s`. `None`: not
     /// the leader (or no longer): ask again elsewhere.
     ReadIndexReply { id: u64, read_index: Option<Slot> },
+    /// A leader shutting down cleanly, with nothing left in flight: "this is my final
+    /// decided prefix". Followers learn it as from a Heartbeat and ack it; one shutting
+    /// down too may then stop (see `Input::ShutDown`).
+    Handoff { ballot: Ballot, decided_upto: Slot },
 }
 
 impl PeerMessage {
@@ -125,6 +129,7 @@ impl PeerMessage {
             PeerMessage::HeartbeatAck { .. } => "heartbeat_ack",
             PeerMessage::ReadIndexRequest { .. } => "read_index_request",
             PeerMessage::ReadIndexReply { .. } => "read_index_reply",
+            PeerMessage::Handoff { .. } => "handoff",
         }
     }
 }

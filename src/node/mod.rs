@@ -233,6 +233,8 @@ impl Node {
         let flusher = Flusher::spawn(storage, links.clone(), fatal_tx, durable_tx)?;
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Longest a clean shutdown waits for the hand-off (a dead peer never acks).
+        let drain_wait = Duration::from_millis(config.timeout_ms.saturating_mul(2).min(3_000));
         let mut driver = Driver {
             uid,
             addr,
@@ -245,6 +247,9 @@ impl Node {
             next_client_ref: 1,
             reads: Reads::default(),
             last_sweep: Instant::now(),
+            draining_until: None,
+            sent_seq: 0,
+            durable_seq: 0,
         };
         info!(uid, %addr, "serving");
 
@@ -252,8 +257,14 @@ impl Node {
             let mut stepped = 0usize;
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break Ok(()); }
+                _ = shutdown.changed(), if driver.draining_until.is_none() => {
+                    if *shutdown.borrow() {
+                        // Hand off before stopping: the leader tells the followers its
+                        // final decisions, the followers learn them, bounded in time.
+                        driver.replica.step(Input::ShutDown);
+                        driver.draining_until = Some(Instant::now() + drain_wait);
+                        stepped += 1;
+                    }
                 }
                 _ = fatal_rx.changed() => {
                     let reason = fatal_rx.borrow().clone().unwrap_or_default();
@@ -261,6 +272,7 @@ impl Node {
                 }
                 Ok(()) = durable_rx.changed() => {
                     let seq = *durable_rx.borrow_and_update();
+                    driver.durable_seq = seq;
                     driver.replica.step(Input::Persisted { seq });
                     stepped += 1;
                 }
@@ -282,6 +294,7 @@ impl Node {
             while stepped < BATCH_INPUTS_MAX {
                 if durable_rx.has_changed().unwrap_or(false) {
                     let seq = *durable_rx.borrow_and_update();
+                    driver.durable_seq = seq;
                     driver.replica.step(Input::Persisted { seq });
                 } else if let Ok((from, msg)) = peer_rx.try_recv() {
                     driver.replica.step(Input::Peer { from, msg });
@@ -296,6 +309,18 @@ impl Node {
                 break Err(e);
             }
             driver.after_batch();
+            if let Some(until) = driver.draining_until {
+                let flushed = driver.durable_seq >= driver.sent_seq;
+                if (flushed && driver.replica.drained()) || Instant::now() >= until {
+                    info!(
+                        uid,
+                        handed_off = flushed && driver.replica.drained(),
+                        decided_upto = driver.replica.decided_upto(),
+                        "shutting down"
+                    );
+                    break Ok(());
+                }
+            }
         };
 
         // One shutdown path: tell systemd and every task, then let the flusher finish what
@@ -331,6 +356,11 @@ struct Driver {
     reads: Reads,
     last_status: ReplicaStatus,
     last_sweep: Instant,
+    /// Shutting down: the hand-off runs until then at the latest.
+    draining_until: Option<Instant>,
+    /// The last `Ready::seq` handed to the flusher, and the last it reported durable.
+    sent_seq: u64,
+    durable_seq: u64,
 }
 
 impl Driver {
@@ -394,6 +424,7 @@ impl Driver {
                 records: ready.records,
                 messages: ready.messages,
             };
+            self.sent_seq = ready.seq;
             if self.flusher.send(outbox).await.is_err() {
                 return Err(Error::Flusher("the flusher thread stopped".into()));
             }

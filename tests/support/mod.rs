@@ -122,6 +122,32 @@ impl Cluster {
         }
     }
 
+    /// The PID of replica `uid`, if it runs.
+    pub fn pid(&self, uid: Uid) -> Option<u32> {
+        self.children[uid as usize].as_ref().map(|c| c.id())
+    }
+
+    /// Waits for replica `uid` to exit on its own (after a signal sent elsewhere).
+    pub fn wait_exit(&mut self, uid: Uid, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.children[uid as usize].take().expect("replica running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("replica {uid} did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replica `uid`'s store directory.
+    pub fn store_dir(&self, uid: Uid) -> PathBuf {
+        self.config.data_dir.join(format!("node-{uid}"))
+    }
+
     pub fn is_running(&mut self, uid: Uid) -> bool {
         match self.children[uid as usize].as_mut() {
             Some(child) => matches!(child.try_wait(), Ok(None)),

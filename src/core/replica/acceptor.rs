@@ -141,6 +141,11 @@ impl Replica {
         self.learn_commit(from, ballot, leader_decided_upto, decided_above);
     }
 
+    /// A leader shutting down hands off its final decided prefix: learn it, ack it.
+    pub(super) fn on_handoff(&mut self, from: Uid, ballot: Ballot, leader_decided_upto: Slot) {
+        self.on_heartbeat(from, ballot, 0, leader_decided_upto, &[]);
+    }
+
     /// A leader's heartbeat: follow it, answer with an ack (check-quorum, read index),
     /// and learn its decisions.
     pub(super) fn on_heartbeat(
@@ -153,6 +158,9 @@ impl Replica {
     ) {
         if !self.hear_leader(from, ballot) {
             return;
+        }
+        if self.shutting_down {
+            self.heard_after_shutdown = true;
         }
         self.learn_commit(from, ballot, leader_decided_upto, decided_above);
         let decided_upto = self.decided_upto;

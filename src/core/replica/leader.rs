@@ -117,6 +117,12 @@ impl Replica {
     }
 
     pub(super) fn on_submit(&mut self, client: ClientRef, id: RequestId, body: String) {
+        if self.shutting_down {
+            self.ready
+                .replies
+                .push((client, SubmitReply::NotLeader { id, leader: None }));
+            return;
+        }
         if body.len() > self.config.body_bytes_max {
             let reason = format!(
                 "message of {} bytes is over the limit of {} bytes",
@@ -173,6 +179,30 @@ impl Replica {
             body,
             clients: vec![client],
         });
+    }
+
+    /// Shutting down: queued client values go back to their clients (they retry
+    /// elsewhere with the same id); what is in flight still gets chosen; the followers
+    /// hear the decided prefix at once, and again with every heartbeat.
+    pub(super) fn on_shut_down(&mut self) {
+        self.shutting_down = true;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let queued: Vec<_> = l.queue.drain(..).collect();
+        l.queued.clear();
+        l.quorum.beat_wanted = true;
+        for q in queued {
+            for client in q.clients {
+                self.ready.replies.push((
+                    client,
+                    SubmitReply::NotLeader {
+                        id: q.id,
+                        leader: None,
+                    },
+                ));
+            }
+        }
     }
 
     /// Moves queued client values into the pipeline, as many as the window allows, and
@@ -387,6 +417,9 @@ impl Replica {
                 }
             }
         }
+        if self.shutting_down && l.inflight.is_empty() && !chosen.is_empty() {
+            l.quorum.beat_wanted = true; // the hand-off can go now
+        }
         for (slot, p) in chosen {
             let id = p.value.request_id();
             if let Some(id) = id {
@@ -417,6 +450,21 @@ impl Replica {
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
+        if self.shutting_down {
+            // Stopping: say nothing until what is in flight is chosen, then hand off the
+            // final decided prefix (a follower stopping too waits for it).
+            l.heartbeat_sent_ms = self.now_ms;
+            l.quorum.beat_wanted = false;
+            if l.inflight.is_empty() {
+                let ballot = l.ballot;
+                let decided_upto = self.decided_upto;
+                self.broadcast(PeerMessage::Handoff {
+                    ballot,
+                    decided_upto,
+                });
+            }
+            return;
+        }
         l.heartbeat_sent_ms = self.now_ms;
         l.quorum.beat += 1;
         l.quorum.beat_wanted = false;

@@ -108,6 +108,11 @@ pub enum Input {
     },
     /// A linearizable read wants a read index: answered in [`Ready::reads`].
     ReadIndex { read: ReadRef },
+    /// The replica is shutting down cleanly: a leader takes no new client values and
+    /// tells the followers its final decisions at once; nobody campaigns any more. The
+    /// driver keeps stepping until [`Replica::drained`] (or a bounded wait) before it
+    /// stops, so every store ends with the same decided log.
+    ShutDown,
     /// The records of every [`Ready`] up to and including `seq` are durable. The driver
     /// reports it after each flush; a leader's own accept counts toward a majority only
     /// from then on.
@@ -231,6 +236,11 @@ pub struct Replica {
     durable_seq: u64,
     /// Reads forwarded to the leader, waiting for its ReadIndexReply.
     forwarded_reads: ForwardedReads,
+    /// Shutting down ([`Input::ShutDown`]): no campaigns, no new proposals.
+    shutting_down: bool,
+    /// While shutting down: the leader's Handoff, or a plain Heartbeat (it is not
+    /// stopping), arrived since.
+    heard_after_shutdown: bool,
     next_read_id: u64,
 }
 
@@ -271,6 +281,8 @@ impl Replica {
             },
             durable_seq: 0,
             forwarded_reads: ForwardedReads::new(),
+            shutting_down: false,
+            heard_after_shutdown: false,
             next_read_id: config_incarnation,
         };
         if fresh {
@@ -326,6 +338,7 @@ impl Replica {
             Input::Submit { client, id, body } => self.on_submit(client, id, body),
             Input::Persisted { seq } => self.on_persisted(seq),
             Input::ReadIndex { read } => self.on_read_index(read),
+            Input::ShutDown => self.on_shut_down(),
         }
     }
     /// Everything to persist, send and reply since the last call. Proposes queued client
@@ -355,6 +368,32 @@ impl Replica {
             decided_upto: self.decided_upto,
         }
     }
+    /// After [`Input::ShutDown`]: whether this replica has handed off what it must. A
+    /// leader: nothing in flight, and every peer heard from within `timeout_ms` has
+    /// acknowledged our decided prefix. A follower: its leader spoke since (a Handoff if
+    /// it stops too, a Heartbeat if not) and it has decided up to the prefix advertised.
+    pub fn drained(&self) -> bool {
+        let me = self.config.uid as usize;
+        match &self.role {
+            RoleState::Leader(l) => {
+                l.inflight.is_empty()
+                    && self.peer_decided_upto.iter().enumerate().all(|(p, upto)| {
+                        p == me
+                            || *upto >= self.decided_upto
+                            || self.now_ms.saturating_sub(l.quorum.heard_ms[p])
+                                >= self.config.timeout_ms
+                    })
+            }
+            _ => match self.leader {
+                Some(leader) if leader as usize != me => {
+                    self.heard_after_shutdown
+                        && self.decided_upto >= self.peer_decided_upto[leader as usize]
+                }
+                _ => true,
+            },
+        }
+    }
+
     pub fn uid(&self) -> Uid {
         self.config.uid
     }
@@ -463,6 +502,10 @@ impl Replica {
             PeerMessage::ReadIndexReply { id, read_index } => {
                 self.on_read_index_reply(id, read_index)
             }
+            PeerMessage::Handoff {
+                ballot,
+                decided_upto,
+            } => self.on_handoff(from, ballot, decided_upto),
             PeerMessage::CatchUp {
                 entries,
                 decided_upto,
@@ -522,7 +565,9 @@ impl Replica {
             PeerMessage::CatchUpRequest { .. }
             | PeerMessage::ReadIndexRequest { .. }
             | PeerMessage::ReadIndexReply { .. } => (None, Vec::new()),
-            PeerMessage::HeartbeatAck { ballot, .. } => (Some(*ballot), Vec::new()),
+            PeerMessage::HeartbeatAck { ballot, .. } | PeerMessage::Handoff { ballot, .. } => {
+                (Some(*ballot), Vec::new())
+            }
             PeerMessage::CatchUp { entries, .. } => {
                 (None, entries.iter().map(|(slot, _)| *slot).collect())
             }
@@ -706,7 +751,9 @@ impl Replica {
                 if ahead.saturating_sub(self.decided_upto) > self.config.chunk_entries_max as u64 {
                     stagger += n * timeout / 2;
                 }
-                if now.saturating_sub(self.last_heard_ms) >= timeout + stagger {
+                if !self.shutting_down
+                    && now.saturating_sub(self.last_heard_ms) >= timeout + stagger
+                {
                     self.start_campaign();
                 }
             }
