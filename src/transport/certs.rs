@@ -326,6 +326,99 @@ pub fn write_file(path: &Path, contents: &str, secret: bool, field: &str) -> Res
     std::fs::rename(&tmp, path).map_err(context)
 }
 
+/// Gives `config` the default `[tls]` section (files under `tls/` beside `config_path`)
+/// and issues a new CA and every certificate there. For `paxosctl gen-config -o` and
+/// `paxosctl run`; the caller then writes the config.
+pub fn setup_new_cluster(config: &mut Config, config_path: &Path) -> Result<Vec<PathBuf>> {
+    let tls = TlsConfig {
+        base_dir: Some(config_path.parent().unwrap_or(Path::new("")).to_path_buf()),
+        ..TlsConfig::default()
+    };
+    let plan = IssuePlan {
+        new_ca: true,
+        ..IssuePlan::default()
+    };
+    let written = issue_for_config(config, &tls, &plan)?;
+    config.tls = Some(tls);
+    Ok(written)
+}
+
+/// What `paxosctl certs` was asked.
+#[derive(Clone, Debug, Default)]
+pub struct CertsOptions {
+    /// Replace the CA (and so every certificate).
+    pub new_ca: bool,
+    /// Only these replicas (and no client certificate unless `client`); empty: all.
+    pub uids: Vec<Uid>,
+    /// Reissue the client certificate (implied when `uids` is empty).
+    pub client: bool,
+    /// Write the standard layout (ca.pem, replica-<uid>.pem/.key, client.pem/.key) into
+    /// this directory instead of the config's paths (e.g. when the config's keys are
+    /// systemd credentials).
+    pub dir: Option<PathBuf>,
+    /// Issue already-expired certificates (tests of expiry handling).
+    pub expired: bool,
+}
+
+/// `paxosctl certs`: (re)issues the certificates of the config at `config_path`. A config
+/// without `[tls]` gets the default section appended (its text is otherwise untouched)
+/// unless `dir` is given. Returns the files written and whether the config changed.
+pub fn certs_command(config_path: &Path, options: &CertsOptions) -> Result<(Vec<PathBuf>, bool)> {
+    let config = Config::load(config_path)?;
+    for uid in &options.uids {
+        config.replica_addr(*uid)?;
+    }
+    let (tls, add_section) = match (&options.dir, &config.tls) {
+        (Some(dir), _) => {
+            let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            let tls = TlsConfig {
+                ca: path("ca.pem"),
+                cert: path("replica-{uid}.pem"),
+                key: path("replica-{uid}.key"),
+                client_cert: path("client.pem"),
+                client_key: path("client.key"),
+                ..TlsConfig::default()
+            };
+            (tls, false)
+        }
+        (None, Some(tls)) => (tls.clone(), false),
+        (None, None) => (
+            TlsConfig {
+                base_dir: Some(config_path.parent().unwrap_or(Path::new("")).to_path_buf()),
+                ..TlsConfig::default()
+            },
+            true,
+        ),
+    };
+    let plan = IssuePlan {
+        new_ca: options.new_ca,
+        replicas: (!options.uids.is_empty()).then(|| options.uids.clone()),
+        client: options.client || options.uids.is_empty(),
+        validity: if options.expired {
+            Validity::Expired
+        } else {
+            VALIDITY_DEFAULT
+        },
+    };
+    let written = issue_for_config(&config, &tls, &plan)?;
+    if add_section {
+        let mut text = std::fs::read_to_string(config_path).map_err(|e| {
+            Error::config(
+                config_path.display().to_string(),
+                format!("cannot read: {e}"),
+            )
+        })?;
+        text.push_str(&tls.to_toml_string());
+        write_file(
+            config_path,
+            &text,
+            false,
+            &config_path.display().to_string(),
+        )?;
+    }
+    Ok((written, add_section))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

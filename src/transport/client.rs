@@ -110,6 +110,18 @@ impl ClientLink {
             // In TLS 1.3 the replica refuses a client certificate after the handshake:
             // the refusal (an alert) arrives here.
             Err(Error::Io { source, .. }) => Err(Error::io(context(), source)),
+            // A TLS replica answers a plaintext hello with an alert record, which reads
+            // as a bad frame here.
+            Err(Error::Frame(reason)) if !self.tls => Err(Error::io(
+                context(),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "not a paxos answer ({reason}): does the replica require TLS? \
+                         then the config needs its [tls] section"
+                    ),
+                ),
+            )),
             Err(e) => Err(e),
         }
     }

@@ -336,7 +336,27 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (r, w) = tokio::io::split(stream);
-    (Box::new(r), Box::new(w))
+    (Box::new(EofAsClose(r)), Box::new(w))
+}
+
+/// Reads a TLS stream whose peer may close without a `close_notify` (every client and
+/// replica that exits or drops a link does) as an ordinary end of stream. Safe because
+/// frames are length-prefixed and crc-checked: a truncated frame is still an error.
+struct EofAsClose<R>(R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for EofAsClose<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
 }
 
 /// The `[tls]` section when TLS is on; `None` for plaintext, after checking the plaintext
