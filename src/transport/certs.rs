@@ -321,6 +321,11 @@ pub fn write_file(path: &Path, contents: &str, secret: bool, field: &str) -> Res
         .open(&tmp)
         .map_err(context)?;
     file.write_all(contents.as_bytes()).map_err(context)?;
+    // The umask may have narrowed the mode: a certificate must stay readable by the
+    // (dynamic) user a replica runs as.
+    use std::os::unix::fs::PermissionsExt as _;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(context)?;
     file.sync_all().map_err(context)?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(context)
