@@ -44,7 +44,10 @@ impl ClientLink {
         timeout: Duration,
         tls: Option<(&TlsContext, Uid)>,
     ) -> Result<ClientLink> {
-        let context = || format!("connecting to {addr}");
+        let context = || match tls {
+            Some(_) => format!("connecting to {addr} (TLS)"),
+            None => format!("connecting to {addr}"),
+        };
         let opened = tokio::time::timeout(timeout, async {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
@@ -84,8 +87,9 @@ impl ClientLink {
             self.writer.write_all(&frame).await?;
             self.writer.flush().await
         };
+        let tls = if self.tls { " (TLS)" } else { "" };
         sent.await
-            .map_err(|e| Error::io(format!("sending request to {}", self.addr), e))?;
+            .map_err(|e| Error::io(format!("sending request to {}{tls}", self.addr), e))?;
         let context = || {
             if self.tls {
                 format!("reading response from {} (TLS)", self.addr)
