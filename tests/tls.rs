@@ -229,7 +229,7 @@ fn forged_frames(cluster_id: u64) -> Vec<u8> {
             },
             body: FORGED.to_string(),
         }],
-        commit: 1,
+        decided_upto: 1,
         decided_above: vec![],
     };
     bytes.extend(encode_frame(&accept).unwrap());
