@@ -15,6 +15,8 @@
 #   ETCD_CONNS=0          etcd-bench --conns (0 = one gRPC connection per client, like paxos)
 #   ETCD_TARGET_LEADER=1  1 = etcd-bench sends to the leader's endpoint only (paxos's
 #                         client also sends to its leader); 0 = balance over all 3
+#   PAXOS_TLS=1           1 = paxos with mutual TLS (gen-config's default); 0 = --no-tls
+#                         (etcd runs without TLS; bench/tls_cost.sh measures what TLS costs)
 #   PAXOS_BASE_PORT=7501  paxos replicas on 7501-7503
 #   ETCD_CLIENT_BASE=23791 ETCD_PEER_BASE=23801   etcd on 23791-23793 / 23801-23803
 #   WORK_PARENT=/tmp      where the temp dir for both clusters' data goes (same disk for both)
@@ -31,6 +33,7 @@ CLIENTS=${CLIENTS:-"1 16 64 256"}
 SIZE=${SIZE:-100}
 ETCD_CONNS=${ETCD_CONNS:-0}
 ETCD_TARGET_LEADER=${ETCD_TARGET_LEADER:-1}
+PAXOS_TLS=${PAXOS_TLS:-1}
 PAXOS_BASE_PORT=${PAXOS_BASE_PORT:-7501}
 ETCD_CLIENT_BASE=${ETCD_CLIENT_BASE:-23791}
 ETCD_PEER_BASE=${ETCD_PEER_BASE:-23801}
@@ -126,7 +129,9 @@ log "work dir $WORK ($(df -h --output=source,fstype "$WORK" | tail -1 | tr -s ' 
 # ---- paxos: 3 replicas -------------------------------------------------------------
 mkdir -p "$WORK/paxos"
 PAXOS_CONF=$WORK/paxos.toml
-timeout 30 "$PAXOSCTL" gen-config -f 1 --base-port "$PAXOS_BASE_PORT" -o "$PAXOS_CONF" >&2
+paxos_tls_flag=()
+[ "$PAXOS_TLS" = 1 ] || paxos_tls_flag=(--no-tls)
+timeout 30 "$PAXOSCTL" gen-config -f 1 --base-port "$PAXOS_BASE_PORT" "${paxos_tls_flag[@]}" -o "$PAXOS_CONF" >&2
 sed -i "s|^data_dir = .*|data_dir = \"$WORK/paxos\"|" "$PAXOS_CONF"
 grep -q "^data_dir = \"$WORK/paxos\"" "$PAXOS_CONF" || die "could not set data_dir in $PAXOS_CONF"
 for uid in 0 1 2; do

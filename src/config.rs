@@ -18,6 +18,8 @@
 //! list: changing the member list makes a different cluster, whose replicas refuse to talk
 //! to the old one (and whose stores refuse the old data).
 
+pub mod tls;
+
 use crate::core::Uid;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,9 @@ pub struct Config {
     pub log_dir: Option<PathBuf>,
     /// One entry per replica; the index is the uid.
     pub replica: Vec<ReplicaAddr>,
+    /// The `[tls]` section ([`tls::TlsConfig`]); `None`: plaintext, loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::TlsConfig>,
 }
 
 /// One `[[replica]]` table.
@@ -91,7 +96,11 @@ impl Config {
                 format!("cannot read config file: {e}"),
             )
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        if let Some(tls) = config.tls.as_mut() {
+            tls.base_dir = Some(path.parent().unwrap_or(Path::new("")).to_path_buf());
+        }
+        Ok(config)
     }
 
     /// Parses and validates TOML `text`; `origin` (a file name) is quoted in errors.
@@ -175,6 +184,9 @@ impl Config {
                 "must not be empty (omit it for <data_dir>/logs)",
             ));
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -201,6 +213,7 @@ impl Config {
             data_dir: default_data_dir(),
             log_dir: None,
             replica,
+            tls: None,
         }
     }
 
@@ -267,6 +280,9 @@ impl Config {
                 "\n[[replica]] # uid {uid}\naddr = {}",
                 toml::Value::String(replica.addr.clone())
             );
+        }
+        if let Some(tls) = &self.tls {
+            out.push_str(&tls.to_toml_string());
         }
         out
     }
@@ -565,6 +581,15 @@ mod tests {
         odd.data_dir = PathBuf::from("/tmp/a \"quoted\" \\ dir");
         odd.log_dir = Some(PathBuf::from("/var/log/paxos"));
         configs.push(odd);
+        let mut with_tls = Config::embedded_default();
+        with_tls.tls = Some(tls::TlsConfig::default());
+        configs.push(with_tls.clone());
+        with_tls.tls = Some(tls::TlsConfig {
+            enabled: false,
+            key: "credential:tls-key".into(),
+            ..tls::TlsConfig::default()
+        });
+        configs.push(with_tls);
         for config in configs {
             let text = config.to_toml_string();
             assert!(text.contains("# "), "comments for a human:\n{text}");
@@ -635,6 +660,24 @@ mod tests {
             ("loss", Box::new(|c| c.loss = f64::NAN)),
             ("data_dir", Box::new(|c| c.data_dir = PathBuf::new())),
             ("log_dir", Box::new(|c| c.log_dir = Some(PathBuf::new()))),
+            (
+                "tls.ca",
+                Box::new(|c| {
+                    c.tls = Some(tls::TlsConfig {
+                        ca: " ".into(),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "tls.key",
+                Box::new(|c| {
+                    c.tls = Some(tls::TlsConfig {
+                        key: "credential:../x".into(),
+                        ..Default::default()
+                    })
+                }),
+            ),
         ];
         for (field, change) in cases {
             let mut config = base.clone();

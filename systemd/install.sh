@@ -2,10 +2,13 @@
 # Install paxos under systemd: paxosd and paxosctl, /etc/paxos/config.toml, the units.
 #
 #   sudo systemd/install.sh [--bin-dir DIR] [--config FILE] [--uids 0,1,2]
-#                           [--no-enable] [--now] [--force-config]
+#                           [--no-enable] [--now] [--force-config] [--no-certs]
 #   sudo systemd/install.sh --upgrade [--bin-dir DIR]   # new binaries, rolling restart
 #
 # Idempotent. An existing /etc/paxos/config.toml is kept unless --force-config.
+# When the config has a [tls] section and /etc/paxos/tls/ca.pem does not exist yet, the
+# CA and every certificate are issued there (`paxosctl certs --dir /etc/paxos/tls`; keys
+# 0600 root, handed to each replica by LoadCredential=); --no-certs skips that.
 # Binaries are replaced by rename, so running replicas keep their old executable until
 # they restart. --upgrade restarts the enabled replicas one at a time and waits, after
 # each, until `paxosctl status` shows it reachable and caught up with the others.
@@ -20,11 +23,12 @@ enable=1
 start_now=0
 force_config=0
 upgrade=0
+certs=1
 DESTDIR=${DESTDIR:-}
 prefix=/usr/local
 catchup_timeout_s=${PAXOS_CATCHUP_TIMEOUT_S:-60}
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
@@ -38,6 +42,7 @@ while [ $# -gt 0 ]; do
         --now) start_now=1; shift ;;
         --force-config) force_config=1; shift ;;
         --upgrade) upgrade=1; shift ;;
+        --no-certs) certs=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -75,6 +80,18 @@ if [ "$upgrade" -eq 0 ]; then
         [ -r "$config_src" ] || die "config $config_src not readable"
         install_file 0644 "$config_src" "$etc/config.toml"
         say "installed $etc/config.toml from $config_src"
+    fi
+    if [ "$certs" -eq 1 ] && grep -q '^[[:space:]]*\[tls\]' "$etc/config.toml" &&
+        ! grep -Eq '^[[:space:]]*enabled[[:space:]]*=[[:space:]]*false' "$etc/config.toml"; then
+        if [ -e "$etc/tls/ca.pem" ]; then
+            say "kept the existing certificates in $etc/tls (rotate with: paxosctl --config /etc/paxos/config.toml certs --dir /etc/paxos/tls --uid N)"
+        else
+            mkdir -p "$etc/tls"
+            chmod 0755 "$etc/tls"
+            "$bin_dest/paxosctl" --config "$etc/config.toml" certs --dir "$etc/tls" >&2 ||
+                die "issuing certificates into $etc/tls failed"
+            say "issued the CA, one certificate per replica and a client certificate in $etc/tls"
+        fi
     fi
     install_file 0644 "$here/paxos@.service" "$unit_dir/paxos@.service"
     install_file 0644 "$here/paxos.target" "$unit_dir/paxos.target"

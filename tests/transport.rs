@@ -355,3 +355,105 @@ async fn links_reconnect_after_the_listener_restarts() {
     }
     eprintln!("reconnected after {:?}", started.elapsed());
 }
+
+/// One TLS context per replica of a cluster with a fresh CA.
+fn tls_cluster(addr: SocketAddr) -> Vec<std::sync::Arc<paxos::transport::TlsContext>> {
+    use paxos::transport::certs::{Ca, Validity};
+    use paxos::transport::tls::{TlsContext, TlsPem};
+    let ca = Ca::generate(CLUSTER, Validity::Years(1)).unwrap();
+    let ca_pem = ca.cert_pem().unwrap().to_string();
+    let mut out = Vec::new();
+    for uid in 0..REPLICAS as Uid {
+        let issued = ca
+            .issue_replica(CLUSTER, uid, addr, Validity::Years(1))
+            .unwrap();
+        let context = TlsContext::from_pem(
+            CLUSTER,
+            REPLICAS,
+            TlsPem {
+                ca: ca_pem.as_bytes(),
+                identity: Some((issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())),
+                serve: true,
+            },
+        )
+        .unwrap();
+        out.push(std::sync::Arc::new(context));
+    }
+    out
+}
+
+async fn start_tls(tls: std::sync::Arc<paxos::transport::TlsContext>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (peer_tx, peer_rx) = mpsc::channel(1024);
+    let (client_tx, client_rx) = mpsc::channel(16);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut config = ListenerConfig::new(MY_UID, CLUSTER, REPLICAS).with_tls(Some(tls));
+    config.hello_timeout = HELLO_TIMEOUT;
+    let task = tokio::spawn(accept_loop(
+        listener,
+        config,
+        peer_tx,
+        client_tx,
+        shutdown_rx,
+    ));
+    Server {
+        addr,
+        peer_rx,
+        client_rx,
+        shutdown,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn tls_peer_links_deliver_and_a_uid_not_in_the_certificate_is_refused() {
+    let contexts = tls_cluster("127.0.0.1:1".parse().unwrap());
+    let mut server = start_tls(contexts[0].clone()).await;
+    // Replica 1 with its own certificate: delivered, in order.
+    let (tx, rx) = watch::channel(false);
+    let links = PeerLinks::spawn_with_tls(
+        1,
+        CLUSTER,
+        vec![(MY_UID, server.addr)],
+        0.0,
+        Some(contexts[1].clone()),
+        rx,
+    );
+    for commit in 0..100 {
+        links.send(MY_UID, heartbeat(commit));
+    }
+    expect_heartbeats(&mut server, 1, 0..100).await;
+    drop((links, tx));
+    // Replica 2's certificate, saying uid 1: closed before any message is read.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut tls = contexts[2].connect(tcp, MY_UID).await.unwrap();
+    let mut bytes = encode_frame(&Hello::Peer {
+        uid: 1,
+        cluster_id: CLUSTER,
+    })
+    .unwrap();
+    bytes.extend(encode_frame(&heartbeat(7)).unwrap());
+    tls.write_all(&bytes).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let none = tokio::time::timeout(Duration::from_millis(200), server.peer_rx.recv()).await;
+    assert!(none.is_err(), "a message got through: {none:?}");
+    // Plaintext to a TLS listener: closed at the TLS layer (after an alert at most).
+    let mut plain = TcpStream::connect(server.addr).await.unwrap();
+    let _ = plain.write_all(&bytes).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, plain.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "plaintext connection still open");
+    assert!(
+        rest.len() < 16,
+        "the listener answered {} bytes",
+        rest.len()
+    );
+    let none = tokio::time::timeout(Duration::from_millis(200), server.peer_rx.recv()).await;
+    assert!(none.is_err(), "a plaintext message got through: {none:?}");
+    let _ = server.shutdown.send(true);
+    let _ = server.task.await;
+}

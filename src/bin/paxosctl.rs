@@ -86,9 +86,33 @@ enum Command {
         /// Port of uid 0 (uid i listens on base + i)
         #[arg(long, value_name = "P", default_value_t = BASE_PORT_DEFAULT)]
         base_port: u16,
-        /// Write here instead of stdout
+        /// Write here instead of stdout, and the certificates under tls/ beside it
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
+        /// No [tls] section and no certificates: plaintext, loopback addresses only
+        #[arg(long)]
+        no_tls: bool,
+    },
+    /// (Re)issue the TLS certificates of an existing config
+    #[command(
+        after_help = "Examples:\n  paxosctl --config dir/config.toml certs            # CA (kept if present), every replica, client\n  paxosctl --config dir/config.toml certs --uid 1    # rotate replica 1's certificate\n  paxosctl --config /etc/paxos/config.toml certs --dir /etc/paxos/tls\n\nA config without [tls] gets one (files under tls/ beside it). The CA key\n(ca.key beside ca.pem) is kept and reused unless --new-ca; a new CA reissues\nevery certificate. Keys are written mode 0600. Restart a replica (one at a time)\nfor it to use its new certificate."
+    )]
+    Certs {
+        /// Only this replica's certificate (repeatable)
+        #[arg(long, value_name = "UID")]
+        uid: Vec<Uid>,
+        /// With --uid: reissue the client certificate too
+        #[arg(long)]
+        client: bool,
+        /// Make a new CA (every certificate is reissued)
+        #[arg(long)]
+        new_ca: bool,
+        /// Write ca.pem, replica-<uid>.pem/.key, client.pem/.key into DIR instead of the config's paths
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Issue certificates that are already expired (to test expiry handling)
+        #[arg(long, hide = true)]
+        expired: bool,
     },
     /// Run a local cluster of 2f+1 paxosd with automatic clients until Ctrl-C
     #[command(
@@ -208,6 +232,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `DIR/tls` for a config written to `DIR/config.toml`.
+fn tls_dir(config_path: &Path) -> PathBuf {
+    config_path.parent().unwrap_or(Path::new("")).join("tls")
+}
+
 fn load_config(cli: &Cli) -> Result<Config> {
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let (config, source) = select_config(cli.config.as_deref(), &cwd)?;
@@ -306,17 +335,58 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             timeout_ms,
             base_port,
             output,
+            no_tls,
         } => {
-            let config = Config::generate(*f, *loss, *timeout_ms, *base_port);
+            let mut config = Config::generate(*f, *loss, *timeout_ms, *base_port);
             config.validate()?;
-            let text = config.to_toml_string();
             match output {
                 Some(path) => {
-                    std::fs::write(path, text)
+                    if !*no_tls {
+                        let written =
+                            paxos::transport::certs::setup_new_cluster(&mut config, path)?;
+                        eprintln!(
+                            "wrote {} TLS files under {}",
+                            written.len(),
+                            tls_dir(path).display()
+                        );
+                    }
+                    std::fs::write(path, config.to_toml_string())
                         .with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("wrote {}", path.display());
                 }
-                None => print!("{text}"),
+                None => {
+                    if !*no_tls {
+                        config.tls = Some(Default::default());
+                        eprintln!("paxosctl: certificates are not written to stdout: save the config, then run `paxosctl --config FILE certs`");
+                    }
+                    print!("{}", config.to_toml_string());
+                }
+            }
+        }
+        Command::Certs {
+            uid,
+            client,
+            new_ca,
+            dir,
+            expired,
+        } => {
+            let path = match &cli.config {
+                Some(path) => path.clone(),
+                None => PathBuf::from("config.toml"),
+            };
+            let options = paxos::transport::certs::CertsOptions {
+                new_ca: *new_ca,
+                uids: uid.clone(),
+                client: *client,
+                dir: dir.clone(),
+                expired: *expired,
+            };
+            let (written, added) = paxos::transport::certs::certs_command(&path, &options)?;
+            for file in &written {
+                eprintln!("wrote {}", file.display());
+            }
+            if added {
+                eprintln!("added a [tls] section to {}", path.display());
             }
         }
         Command::Run {

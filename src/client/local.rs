@@ -80,6 +80,7 @@ impl LocalCluster {
         config.data_dir = run_dir.clone();
         config.validate()?;
         let config_path = run_dir.join("config.toml");
+        crate::transport::certs::setup_new_cluster(&mut config, &config_path)?;
         std::fs::write(&config_path, config.to_toml_string())
             .map_err(|e| io_error(format!("writing {}", config_path.display()), e))?;
         let paxosd = match &options.paxosd {

@@ -203,6 +203,9 @@ pub struct Client {
     /// The replica that last committed for us; submits start there.
     leader: Option<Uid>,
     links: HashMap<Uid, ClientLink>,
+    /// The TLS context from the config's `[tls]`, built at the first connect
+    /// (`Some(None)`: plaintext).
+    tls: Option<Option<std::sync::Arc<crate::transport::TlsContext>>>,
 }
 
 impl Client {
@@ -221,6 +224,7 @@ impl Client {
             next_seq: 1,
             leader: None,
             links: HashMap::new(),
+            tls: None,
         }
     }
 
@@ -390,9 +394,16 @@ impl Client {
                 .replica_addr(uid)
                 .map_err(|e| CallError::Failed(e.to_string()))?;
             let connect_timeout = self.options.connect_timeout.min(budget);
-            let link = ClientLink::connect(addr, connect_timeout)
-                .await
-                .map_err(|e| CallError::Failed(connect_reason(&e)))?;
+            if self.tls.is_none() {
+                let tls = crate::transport::TlsContext::for_client(&self.config)
+                    .map_err(|e| CallError::Failed(e.to_string()))?;
+                self.tls = Some(tls);
+            }
+            let tls = self.tls.clone().flatten();
+            let link =
+                ClientLink::connect_to(addr, connect_timeout, tls.as_deref().map(|t| (t, uid)))
+                    .await
+                    .map_err(|e| CallError::Failed(connect_reason(&e)))?;
             self.links.insert(uid, link);
         }
         let left = budget.saturating_sub(started.elapsed());

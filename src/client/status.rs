@@ -27,14 +27,17 @@ pub struct ReplicaView {
 /// Asks every replica of `config` for its status, concurrently.
 pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
     let mut tasks = Vec::new();
+    let tls = crate::transport::TlsContext::for_client(config).map_err(|e| e.to_string());
     for (uid, replica) in config.replica.iter().enumerate() {
         let uid = uid as Uid;
         let addr = replica.addr.clone();
         let target = config.replica_addr(uid);
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
-            let report = match target {
-                Ok(target) => query(target).await,
-                Err(e) => Err(e.to_string()),
+            let report = match (target, tls) {
+                (Ok(target), Ok(tls)) => query(target, tls.as_deref().map(|t| (t, uid))).await,
+                (_, Err(e)) => Err(e),
+                (Err(e), _) => Err(e.to_string()),
             };
             ReplicaView { uid, addr, report }
         }));
@@ -50,8 +53,11 @@ pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
     views
 }
 
-async fn query(addr: std::net::SocketAddr) -> Result<StatusReport, String> {
-    let mut link = ClientLink::connect(addr, STATUS_CONNECT_TIMEOUT)
+async fn query(
+    addr: std::net::SocketAddr,
+    tls: Option<(&crate::transport::TlsContext, Uid)>,
+) -> Result<StatusReport, String> {
+    let mut link = ClientLink::connect_to(addr, STATUS_CONNECT_TIMEOUT, tls)
         .await
         .map_err(|e| match &e {
             crate::Error::Io { source, .. }

@@ -92,6 +92,8 @@ pub struct Node {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     started: Instant,
+    /// `Some`: peers and clients speak mutual TLS ([`crate::transport::tls`]).
+    tls: Option<std::sync::Arc<crate::transport::TlsContext>>,
 }
 
 impl Node {
@@ -111,6 +113,8 @@ impl Node {
             ));
         }
         let addr = config.replica_addr(uid)?;
+        // TLS (or the plaintext rule) before anything else: a bad [tls] refuses to start.
+        let tls = crate::transport::tls::TlsContext::for_replica(config, uid)?;
         // Bind before touching the store: a replica that cannot serve must not mark a
         // fresh store as used (uid 0 would lose its initial leadership and --skip-slots).
         let listener = crate::transport::listener::bind(addr).await?;
@@ -167,6 +171,7 @@ impl Node {
             listener,
             addr,
             started: Instant::now(),
+            tls,
         })
     }
 
@@ -184,6 +189,7 @@ impl Node {
             listener,
             addr,
             started,
+            tls,
         } = self;
         let config = &options.config;
         let uid = options.uid;
@@ -195,11 +201,12 @@ impl Node {
             .filter(|p| *p != uid)
             .map(|p| config.replica_addr(p).map(|a| (p, a)))
             .collect::<Result<_>>()?;
-        let links = Arc::new(PeerLinks::spawn(
+        let links = Arc::new(PeerLinks::spawn_with_tls(
             uid,
             config.cluster_id(),
             peers,
             config.loss,
+            tls.clone(),
             stop_rx.clone(),
         ));
         let (peer_tx, mut peer_rx) = mpsc::channel::<(Uid, PeerMessage)>(PEER_QUEUE_MAX);
@@ -207,7 +214,7 @@ impl Node {
         let (conn_tx, mut conn_rx) = mpsc::channel::<ClientConn>(64);
         tokio::spawn(accept_loop(
             listener,
-            ListenerConfig::new(uid, config.cluster_id(), config.replicas()),
+            ListenerConfig::new(uid, config.cluster_id(), config.replicas()).with_tls(tls),
             peer_tx,
             conn_tx,
             stop_rx.clone(),

@@ -3,43 +3,73 @@
 //! client library's job (`src/client`), not this module's.
 
 use super::frame::{encode_frame, read_frame};
+use super::tls::{split_plain, split_tls, ReadHalf, TlsContext, WriteHalf};
 use super::wire::{ClientRequest, ClientResponse, Hello};
+use crate::core::Uid;
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// A client connection to one replica.
-#[derive(Debug)]
 pub struct ClientLink {
     addr: SocketAddr,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf>,
+    writer: WriteHalf,
+    /// TLS is on (for error messages).
+    tls: bool,
+}
+
+impl std::fmt::Debug for ClientLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientLink")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ClientLink {
-    /// Dials `addr` (giving up after `timeout`) and sends the hello.
+    /// Dials `addr` (giving up after `timeout`) and sends the hello, in plaintext.
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<ClientLink> {
-        let context = || format!("connecting to {addr}");
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Error::io(context(), std::io::ErrorKind::TimedOut.into()))?
-            .map_err(|e| Error::io(context(), e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
-        let (reader, mut writer) = stream.into_split();
+        ClientLink::connect_to(addr, timeout, None).await
+    }
+
+    /// Dials `addr`, with TLS when `tls` is `Some((context, uid))`: the replica there
+    /// must present replica `uid`'s certificate. `timeout` bounds the dial and the
+    /// handshake.
+    pub async fn connect_to(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<(&TlsContext, Uid)>,
+    ) -> Result<ClientLink> {
+        let context = || match tls {
+            Some(_) => format!("connecting to {addr} (TLS)"),
+            None => format!("connecting to {addr}"),
+        };
+        let opened = tokio::time::timeout(timeout, async {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(match tls {
+                Some((tls, uid)) => split_tls(tls.connect(stream, uid).await?),
+                None => split_plain(stream),
+            })
+        })
+        .await
+        .map_err(|_| Error::io(context(), std::io::ErrorKind::TimedOut.into()))?;
+        let (reader, mut writer) = opened.map_err(|e| Error::io(context(), e))?;
         let hello = encode_frame(&Hello::Client)?;
         writer
             .write_all(&hello)
             .await
             .map_err(|e| Error::io(context(), e))?;
+        writer.flush().await.map_err(|e| Error::io(context(), e))?;
         Ok(ClientLink {
             addr,
             reader: BufReader::new(reader),
             writer,
+            tls: tls.is_some(),
         })
     }
 
@@ -53,19 +83,50 @@ impl ClientLink {
     /// a timeout the link is out of step: drop it and connect again.
     pub async fn call(&mut self, request: &ClientRequest) -> Result<ClientResponse> {
         let frame = encode_frame(request)?;
-        self.writer
-            .write_all(&frame)
-            .await
-            .map_err(|e| Error::io(format!("sending request to {}", self.addr), e))?;
-        match read_frame(&mut self.reader).await? {
-            Some(response) => Ok(response),
-            None => Err(Error::io(
-                format!("reading response from {}", self.addr),
+        let sent = async {
+            self.writer.write_all(&frame).await?;
+            self.writer.flush().await
+        };
+        let tls = if self.tls { " (TLS)" } else { "" };
+        sent.await
+            .map_err(|e| Error::io(format!("sending request to {}{tls}", self.addr), e))?;
+        let context = || {
+            if self.tls {
+                format!("reading response from {} (TLS)", self.addr)
+            } else {
+                format!("reading response from {}", self.addr)
+            }
+        };
+        match read_frame(&mut self.reader).await {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => Err(Error::io(
+                context(),
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    "the replica closed the connection",
+                    if self.tls {
+                        "the replica closed the connection"
+                    } else {
+                        "the replica closed the connection (does it require TLS? \
+                         then the config needs its [tls] section)"
+                    },
                 ),
             )),
+            // In TLS 1.3 the replica refuses a client certificate after the handshake:
+            // the refusal (an alert) arrives here.
+            Err(Error::Io { source, .. }) => Err(Error::io(context(), source)),
+            // A TLS replica answers a plaintext hello with an alert record, which reads
+            // as a bad frame here.
+            Err(Error::Frame(reason)) if !self.tls => Err(Error::io(
+                context(),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "not a paxos answer ({reason}): does the replica require TLS? \
+                         then the config needs its [tls] section"
+                    ),
+                ),
+            )),
+            Err(e) => Err(e),
         }
     }
 }

@@ -5,13 +5,18 @@
 //! 1. takes a permit from a semaphore of [`ListenerConfig::connections_max`] (the loop
 //!    waits for a free permit rather than accept an unbounded number of sockets); the
 //!    permit is held as long as the connection lives, clients included;
-//! 2. reads one [`Hello`] frame within [`ListenerConfig::hello_timeout`];
+//! 2. with [`ListenerConfig::tls`], runs the TLS handshake (the dialer must present a
+//!    certificate of the cluster's CA; see [`super::tls`]); then reads one [`Hello`]
+//!    frame, both within [`ListenerConfig::hello_timeout`];
 //! 3. `Hello::Peer` from another uid of this cluster: spawns a reader that forwards each
 //!    `PeerMessage` as `(from_uid, msg)` into the node's peer channel (awaiting room in
-//!    it, so a slow node pushes back on the peer through TCP). A newer connection from
+//!    it, so a slow node pushes back on the peer through TCP). With TLS, the certificate
+//!    must name replica `uid`, or the connection is closed before any `PeerMessage` is
+//!    read. A newer connection from
 //!    the same uid supersedes (closes) the older one, so half-dead connections left by a
 //!    partition do not pile up;
-//! 4. `Hello::Client`: hands a [`ClientConn`] to the node's client channel; the node
+//! 4. `Hello::Client` (with TLS: from a certificate of this cluster): hands a
+//!    [`ClientConn`] to the node's client channel; the node
 //!    reads requests and writes responses on it.
 //!
 //! Any bad input (no hello in time, random bytes, an HTTP request, an oversized length, a
@@ -21,6 +26,7 @@
 
 use super::frame::{read_frame, write_frame};
 use super::peer::wait_shutdown;
+use super::tls::{split_plain, split_tls, ReadHalf, TlsContext, WriteHalf};
 use super::wire::{ClientRequest, ClientResponse, Hello};
 use crate::core::{PeerMessage, Uid};
 use crate::error::{Error, Result};
@@ -28,7 +34,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -53,8 +58,10 @@ pub struct ListenerConfig {
     pub replicas: usize,
     /// Bound on concurrent inbound connections.
     pub connections_max: usize,
-    /// Time a new connection has to send its hello.
+    /// Time a new connection has to finish its TLS handshake and send its hello.
     pub hello_timeout: Duration,
+    /// `Some`: every connection must be TLS with a certificate of the cluster's CA.
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 impl ListenerConfig {
@@ -66,7 +73,14 @@ impl ListenerConfig {
             replicas,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             hello_timeout: HELLO_TIMEOUT_DEFAULT,
+            tls: None,
         }
+    }
+
+    /// The same, with TLS required when `tls` is `Some`.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsContext>>) -> ListenerConfig {
+        self.tls = tls;
+        self
     }
 }
 
@@ -171,27 +185,45 @@ impl Incoming {
         if let Err(e) = self.stream.set_nodelay(true) {
             debug!(peer = %remote, error = %e, "cannot set TCP_NODELAY");
         }
-        let (reader, writer) = self.stream.into_split();
-        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-        let hello = tokio::time::timeout(
-            self.config.hello_timeout,
-            read_frame::<Hello, _>(&mut reader),
-        )
+        let tls = self.config.tls.clone();
+        let stream = self.stream;
+        let opened = tokio::time::timeout(self.config.hello_timeout, async move {
+            let (reader, writer, identity) = match &tls {
+                Some(tls) => {
+                    let (stream, identity) = tls.accept(stream).await.map_err(Opening::Tls)?;
+                    let (reader, writer) = split_tls(stream);
+                    (reader, writer, Some(identity))
+                }
+                None => {
+                    let (reader, writer) = split_plain(stream);
+                    (reader, writer, None)
+                }
+            };
+            let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+            let hello = read_frame::<Hello, _>(&mut reader)
+                .await
+                .map_err(Opening::Hello)?;
+            Ok::<_, Opening>((reader, writer, identity, hello))
+        })
         .await;
-        let hello = match hello {
+        let (reader, writer, identity, hello) = match opened {
             Err(_) => {
-                warn!(peer = %remote, reason = "no hello in time", timeout_ms = self.config.hello_timeout.as_millis() as u64, "closing connection");
+                warn!(peer = %remote, reason = "no TLS handshake and hello in time", timeout_ms = self.config.hello_timeout.as_millis() as u64, "closing connection");
                 return;
             }
-            Ok(Ok(None)) => {
+            Ok(Err(Opening::Tls(e))) => {
+                warn!(peer = %remote, reason = %e, "closing connection: TLS refused");
+                return;
+            }
+            Ok(Ok((_, _, _, None))) => {
                 debug!(peer = %remote, "connection closed before its hello");
                 return;
             }
-            Ok(Err(e)) => {
+            Ok(Err(Opening::Hello(e))) => {
                 warn!(peer = %remote, reason = %e, "closing connection: bad hello");
                 return;
             }
-            Ok(Ok(Some(hello))) => hello,
+            Ok(Ok((reader, writer, identity, Some(hello)))) => (reader, writer, identity, hello),
         };
         match hello {
             Hello::Peer { uid, cluster_id } => {
@@ -205,6 +237,14 @@ impl Incoming {
                     warn!(peer = %remote, uid, replicas = config.replicas, my_uid = config.my_uid,
                         reason = "bad uid", "closing connection: peer uid out of range or mine");
                     return;
+                }
+                if let Some(identity) = &identity {
+                    if !identity.is_replica(uid) {
+                        warn!(peer = %remote, uid, certificate = identity.describe(),
+                            reason = "certificate does not name this uid",
+                            "closing connection: peer hello refused");
+                        return;
+                    }
                 }
                 let Some(generation) = self.generations.get(uid as usize) else {
                     return; // unreachable: uid < replicas == generations.len()
@@ -230,6 +270,12 @@ impl Incoming {
                 drop(self.permit);
             }
             Hello::Client => {
+                if let Some(identity) = identity.as_ref().filter(|i| !i.is_member()) {
+                    warn!(peer = %remote, certificate = identity.describe(),
+                        reason = "certificate names no client or replica of this cluster",
+                        "closing connection: client hello refused");
+                    return;
+                }
                 debug!(peer = %remote, client = self.client_id, "client connected");
                 let conn = ClientConn {
                     remote,
@@ -245,9 +291,15 @@ impl Incoming {
     }
 }
 
+/// Why a connection failed before its hello was read.
+enum Opening {
+    Tls(std::io::Error),
+    Hello(Error),
+}
+
 /// Forwards peer `uid`'s messages until EOF, a bad frame, supersession or shutdown.
 async fn read_peer(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf>,
     remote: SocketAddr,
     uid: Uid,
     mine: u64,
@@ -296,8 +348,8 @@ async fn read_peer(
 pub struct ClientConn {
     remote: SocketAddr,
     id: u64,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<ReadHalf>,
+    writer: WriteHalf,
     _permit: OwnedSemaphorePermit,
 }
 

@@ -14,6 +14,12 @@
 //!   inbound peer messages to the node and hands client connections ([`ClientConn`]) to
 //!   it.
 //! - [`client`]: [`ClientLink`], the dialing side of the client protocol.
+//! - [`tls`]: mutual TLS ([`TlsContext`]) and the uid ↔ certificate binding; [`certs`]:
+//!   issuing the cluster's CA and certificates (rcgen).
+//!
+//! With a [`TlsContext`] (from a config with `[tls]`) every connection is TLS 1.3 with
+//! certificates on both sides; without one it is plaintext, which replicas allow only on
+//! loopback.
 //!
 //! How a node wires it up:
 //! ```no_run
@@ -38,14 +44,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod certs;
 pub mod client;
 pub mod frame;
 pub mod listener;
 pub mod peer;
+pub mod tls;
 pub mod wire;
 
 pub use client::ClientLink;
 pub use frame::{encode_frame, read_frame, write_frame, FRAME_BYTES_MAX};
 pub use listener::{accept_loop, bind, ClientConn, ListenerConfig};
 pub use peer::PeerLinks;
+pub use tls::TlsContext;
 pub use wire::{ClientRequest, ClientResponse, Hello, StatusReport};

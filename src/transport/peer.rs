@@ -9,7 +9,8 @@
 //! Each link task:
 //! 1. dials with exponential backoff ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]; reset
 //!    once a connection has lasted [`BACKOFF_MAX`]); TCP_NODELAY on;
-//! 2. sends `Hello::Peer { uid, cluster_id }`;
+//! 2. with TLS, runs the handshake, checking that the listener's certificate names the
+//!    replica dialed (see [`super::tls`]); sends `Hello::Peer { uid, cluster_id }`;
 //! 3. writes frames through a `BufWriter`, flushing whenever its queue is momentarily
 //!    empty, so a burst of messages goes out in a few syscalls;
 //! 4. on a write error, or when the remote closes the connection (detected by a pending
@@ -20,20 +21,23 @@
 //! costs no memory and stale messages are not replayed minutes later.
 //!
 //! Not done here: messages to self (the node loops them back itself), acknowledgements
-//! or retransmission (the core's job), encryption or authentication (the cluster id only
-//! guards against misconfiguration).
+//! or retransmission (the core's job). Without TLS there is no authentication (the cluster
+//! id only guards against misconfiguration).
+//!
+//! A failure to connect is logged as a warning when its reason changes (an expired
+//! certificate, a refused handshake), and at debug level while it stays the same.
 
 use super::frame::encode_frame;
+use super::tls::{split_plain, split_tls, ReadHalf, TlsContext, WriteHalf};
 use super::wire::Hello;
 use crate::core::{PeerMessage, Uid};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -79,6 +83,18 @@ impl PeerLinks {
         loss: f64,
         shutdown: watch::Receiver<bool>,
     ) -> PeerLinks {
+        PeerLinks::spawn_with_tls(my_uid, cluster_id, peers, loss, None, shutdown)
+    }
+
+    /// [`spawn`](Self::spawn), with every link over TLS when `tls` is `Some`.
+    pub fn spawn_with_tls(
+        my_uid: Uid,
+        cluster_id: u64,
+        peers: Vec<(Uid, SocketAddr)>,
+        loss: f64,
+        tls: Option<Arc<TlsContext>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> PeerLinks {
         let mut links = HashMap::new();
         for (uid, addr) in peers {
             if uid == my_uid {
@@ -95,6 +111,7 @@ impl PeerLinks {
                 peer: uid,
                 addr,
                 rx,
+                tls: tls.clone(),
                 shutdown: shutdown.clone(),
             };
             tokio::spawn(task.run());
@@ -196,6 +213,7 @@ struct LinkTask {
     peer: Uid,
     addr: SocketAddr,
     rx: mpsc::Receiver<PeerMessage>,
+    tls: Option<Arc<TlsContext>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -211,33 +229,49 @@ impl LinkTask {
     async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
         let mut was_up = false;
+        // The last failure logged as a warning: the same one again is logged at debug.
+        let mut last_warned = String::new();
         loop {
             if is_shutdown(&self.shutdown) {
                 return;
             }
             let attempt = tokio::select! {
                 _ = wait_shutdown(&mut self.shutdown) => return,
-                result = connect(self.addr, self.my_uid, self.cluster_id) => result,
+                result = connect(self.addr, self.my_uid, self.cluster_id, self.peer, self.tls.as_deref()) => result,
             };
             match attempt {
                 Ok((reader, writer)) => {
                     let up_since = Instant::now();
-                    info!(peer = self.peer, addr = %self.addr, "peer link up");
+                    if last_warned.is_empty() {
+                        info!(peer = self.peer, addr = %self.addr, "peer link up");
+                    } else {
+                        debug!(peer = self.peer, addr = %self.addr, "peer link up");
+                    }
                     was_up = true;
                     match self.stream(reader, writer).await {
                         Ended::Stop => return,
                         Ended::Broken(reason) => {
-                            warn!(peer = self.peer, addr = %self.addr, reason, "peer link down, reconnecting");
+                            if reason != last_warned {
+                                warn!(peer = self.peer, addr = %self.addr, reason, "peer link down, reconnecting");
+                                last_warned = reason;
+                            } else {
+                                debug!(peer = self.peer, addr = %self.addr, reason, "peer link down, reconnecting");
+                            }
                         }
                     }
                     if up_since.elapsed() >= BACKOFF_MAX {
+                        // It worked for a while: a later failure is news.
+                        last_warned.clear();
                         backoff = BACKOFF_MIN;
                     }
                 }
                 Err(e) => {
-                    if was_up {
+                    let reason = e.to_string();
+                    let tls_failure = reason.contains("TLS");
+                    if (was_up || tls_failure) && reason != last_warned {
                         warn!(peer = self.peer, addr = %self.addr, error = %e, "cannot reach peer");
                         was_up = false;
+                        last_warned = reason;
                     } else {
                         debug!(peer = self.peer, addr = %self.addr, error = %e, "cannot reach peer");
                     }
@@ -262,11 +296,7 @@ impl LinkTask {
     }
 
     /// Streams queued messages until the connection breaks or the task must stop.
-    async fn stream(
-        &mut self,
-        mut reader: tokio::net::tcp::OwnedReadHalf,
-        mut writer: BufWriter<OwnedWriteHalf>,
-    ) -> Ended {
+    async fn stream(&mut self, mut reader: ReadHalf, mut writer: BufWriter<WriteHalf>) -> Ended {
         let mut probe = [0u8; 64];
         loop {
             let first = tokio::select! {
@@ -302,7 +332,7 @@ async fn write_batch(
     peer: Uid,
     first: PeerMessage,
     rx: &mut mpsc::Receiver<PeerMessage>,
-    writer: &mut BufWriter<OwnedWriteHalf>,
+    writer: &mut BufWriter<WriteHalf>,
 ) -> std::result::Result<(), String> {
     let mut next = Some(first);
     while let Some(msg) = next {
@@ -325,25 +355,27 @@ async fn write_batch(
         .map_err(|e| format!("flush failed: {e}"))
 }
 
-/// Dials the peer and sends the hello.
+/// Dials the peer (`peer` is its uid, checked against its certificate with TLS) and
+/// sends the hello. [`CONNECT_TIMEOUT`] bounds the dial and the handshake.
 async fn connect(
     addr: SocketAddr,
     my_uid: Uid,
     cluster_id: u64,
-) -> Result<(tokio::net::tcp::OwnedReadHalf, BufWriter<OwnedWriteHalf>)> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| {
-            Error::io(
-                format!("connecting to {}", addr),
-                std::io::ErrorKind::TimedOut.into(),
-            )
-        })?
-        .map_err(|e| Error::io(format!("connecting to {}", addr), e))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
-    let (reader, writer) = stream.into_split();
+    peer: Uid,
+    tls: Option<&TlsContext>,
+) -> Result<(ReadHalf, BufWriter<WriteHalf>)> {
+    let context = || format!("connecting to {addr}");
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(match tls {
+            Some(tls) => split_tls(tls.connect(stream, peer).await?),
+            None => split_plain(stream),
+        })
+    })
+    .await
+    .map_err(|_| Error::io(context(), std::io::ErrorKind::TimedOut.into()))?;
+    let (reader, writer) = opened.map_err(|e| Error::io(context(), e))?;
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer);
     let hello = encode_frame(&Hello::Peer {
         uid: my_uid,

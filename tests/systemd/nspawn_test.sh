@@ -14,7 +14,9 @@
 # submits keep working; every replica's log is identical with each acknowledged message
 # exactly once; logs reach journald without colours or timestamps; systemctl stop ends
 # each replica cleanly (exit 0, no SIGKILL); a second start finds all state; a rolling
-# `install.sh --upgrade` restarts them one at a time. Finally the container is powered
+# `install.sh --upgrade` restarts them one at a time. Everything runs with mutual TLS:
+# install.sh issues the certificates, the unit hands each replica its key with
+# LoadCredential=, and a plaintext client is refused. Finally the container is powered
 # off and nothing is left behind (process, mount, cgroup, temp dir).
 #
 # The container shares the host's network namespace (no --private-network), so the
@@ -368,8 +370,28 @@ ok "container booted: systemd $(cx systemctl --version | awk 'NR == 1 { print $2
 
 # ---------------------------------------------------------------- phase: install + start
 t=$(now)
-cx bash /opt/paxos/systemd/install.sh --bin-dir /opt/paxos/bin --config /opt/paxos/config.toml >&2 ||
-    die "install.sh failed inside the container"
+if [ "$STANDIN" -eq 1 ]; then
+    # The stand-in speaks no TLS: no certificates, only the files LoadCredential= needs.
+    cx mkdir -p /etc/paxos/tls
+    for ((u = 0; u < N; u++)); do cx sh -c "echo stand-in >/etc/paxos/tls/replica-$u.key && chmod 600 /etc/paxos/tls/replica-$u.key"; done
+    cx bash /opt/paxos/systemd/install.sh --bin-dir /opt/paxos/bin --config /opt/paxos/config.toml --no-certs >&2 ||
+        die "install.sh failed inside the container"
+else
+    cx bash /opt/paxos/systemd/install.sh --bin-dir /opt/paxos/bin --config /opt/paxos/config.toml >&2 ||
+        die "install.sh failed inside the container"
+    # install.sh issued the certificates; the keys are root's alone.
+    for ((u = 0; u < N; u++)); do
+        k=/etc/paxos/tls/replica-$u.key
+        [ "$(cx stat -c '%a %U' "$k")" = "600 root" ] || die "$k is $(cx stat -c '%a %U' "$k"), not 600 root"
+        cx test -s "/etc/paxos/tls/replica-$u.pem" || die "install.sh issued no /etc/paxos/tls/replica-$u.pem"
+    done
+    # paxosctl on the host presents the client certificate install.sh issued.
+    mkdir -p "$WORK/host/tls"
+    for f in ca.pem client.pem client.key; do cx cat "/etc/paxos/tls/$f" >"$WORK/host/tls/$f"; done
+    chmod 600 "$WORK/host/tls/client.key"
+    sed -i -e "s#/etc/paxos/tls/#$WORK/host/tls/#" "$HOSTCFG"
+    ok "install.sh issued a CA and certificates under /etc/paxos/tls, keys mode 600 root"
+fi
 for f in /usr/local/bin/paxosd /usr/local/bin/paxosctl /etc/paxos/config.toml \
     /etc/systemd/system/paxos@.service /etc/systemd/system/paxos.target; do
     cx test -e "$f" || die "install.sh did not install $f"
@@ -410,6 +432,21 @@ for ((u = 0; u < N; u++)); do
 done
 [ "$(cx readlink /var/lib/paxos)" = private/paxos ] || die "/var/lib/paxos is not the DynamicUser StateDirectory"
 ok "replicas run as dynamic user $ruid owning /var/lib/paxos/node-*, NoNewPrivs, seccomp, no capabilities"
+
+if [ "$STANDIN" -eq 0 ]; then
+    # TLS: each replica got its key as a credential and serves TLS only.
+    for ((u = 0; u < N; u++)); do
+        cx journalctl --no-pager -u "paxos@$u.service" | grep -q 'plaintext' &&
+            die "paxos@$u logged that it runs in plaintext"
+        cx test -s "/run/credentials/paxos@$u.service/tls-key" || die "paxos@$u has no tls-key credential"
+    done
+    sed '/^\[tls\]/,$d' "$HOSTCFG" >"$WORK/host/plaintext.toml"
+    if out=$(timeout 20 "$WORK/stage/bin/paxosctl" --config "$WORK/host/plaintext.toml" submit --timeout 3 plaintext-probe 2>&1); then
+        die "a plaintext client got an answer from the TLS replicas: $out"
+    fi
+    grep -q TLS <<<"$out" || die "a plaintext client's error does not name TLS: $out"
+    ok "replicas serve mutual TLS only (key via LoadCredential=); a plaintext client is refused with an error naming TLS"
+fi
 
 # ---------------------------------------------------------------- client helpers
 ACKED=$WORK/acked # one "id body" a line
