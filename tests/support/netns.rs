@@ -36,7 +36,7 @@ use paxos::transport::client::ClientLink;
 use paxos::transport::wire::{ClientRequest, ClientResponse, StatusReport};
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -143,10 +143,22 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, String> {
                 .map_err(|e| format!("{what}: stdin: {e}"))?;
         }
     }
+    // Drain both pipes while waiting: a child blocked on a full pipe never exits.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -154,17 +166,15 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, String> {
             return Err(format!("{what}: timed out after {COMMAND_TIMEOUT:?}"));
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     } else {
         Err(format!(
-            "{what}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{what}: {status}: {}",
+            String::from_utf8_lossy(&stderr).trim()
         ))
     }
 }
