@@ -405,8 +405,30 @@ pub fn check_with(
     violations
 }
 
-/// Prints at most `max` violations and a count; returns how many there were.
+impl Violation {
+    /// The property's short name, for counts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Violation::Disagreement { .. } => "disagreement",
+            Violation::Lost { .. } => "lost",
+            Violation::SlotTwice { .. } => "slot-twice",
+            Violation::Duplicated { .. } => "duplicated",
+            Violation::RealTime { .. } => "real-time",
+            Violation::StaleRead { .. } => "stale-read",
+            Violation::ReadNotPrefix { .. } => "read-not-prefix",
+        }
+    }
+}
+
+/// Prints at most `max` violations and a count per kind; returns how many there were.
 pub fn report(violations: &[Violation], max: usize) -> usize {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in violations {
+        *counts.entry(v.kind()).or_default() += 1;
+    }
+    if !counts.is_empty() {
+        println!("violations by kind: {counts:?}");
+    }
     for v in violations.iter().take(max) {
         println!("VIOLATION: {v}");
     }
