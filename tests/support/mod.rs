@@ -1,10 +1,13 @@
 //! Test support, one harness for every test binary: [`core_net`] steps cores by hand
 //! (message constructors, a `Ready` printer, a scripted network); this file runs a real
 //! cluster of `paxosd` processes on free loopback ports, each with its own temp store,
-//! killed by PID when the cluster is dropped (also when a test panics).
+//! killed by PID when the cluster is dropped (also when a test panics); [`netns`] runs
+//! one in network namespaces with injected faults, judged by [`history`]'s checker.
 #![allow(dead_code)]
 
 pub mod core_net;
+pub mod history;
+pub mod netns;
 
 use paxos::config::Config;
 use paxos::core::{LogEntry, RequestId, Slot, SubmitReply, Uid};
