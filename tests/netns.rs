@@ -191,7 +191,6 @@ fn scenario(name: &str, body: impl AsyncFnOnce(&Arc<NetBed>, &Arc<Recorder>)) {
 /// that can lead, but it keeps hearing the leader's heartbeats, so a leader that never
 /// checks its quorum and followers that stay sticky to it stall the cluster for good.
 #[test]
-#[ignore = "needs check-quorum (issue 13): on main leader 0 (quorum lost) keeps 2 sticky, no commit within 12 s"]
 fn quorum_loss() {
     scenario("quorum_loss", async |bed, rec| {
         let mut client = NetClient::new(bed, 1);
@@ -257,7 +256,6 @@ fn chained() {
 /// 0's links out still work. Leader 0 hears only 1, so it cannot commit, yet its
 /// heartbeats keep 1-4 sticky; 1-4 are a connected majority and must take over.
 #[test]
-#[ignore = "needs check-quorum (issue 13): on main leader 0 never steps down, no commit within 12 s"]
 fn one_way_partition_of_leader() {
     scenario("one_way_partition_of_leader", async |bed, rec| {
         let mut client = NetClient::new(bed, 1);

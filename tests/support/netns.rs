@@ -322,6 +322,8 @@ fn write_config(path: &Path, addrs: &[String], options: &BedOptions, data_dir: &
         "log_dir = {:?}\n",
         data_dir.join("logs").display().to_string()
     ));
+    // The bed's own isolated namespaces; TLS is tested elsewhere (tests/tls.rs).
+    text.push_str("\n[tls]\nenabled = false\n");
     for addr in addrs {
         text.push_str(&format!("\n[[replica]]\naddr = \"{addr}\"\n"));
     }
