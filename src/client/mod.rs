@@ -20,18 +20,15 @@
 //!   is set by the transport); any error or timeout drops it, since a half-read answer
 //!   leaves it out of step.
 //!
-//! The other modules build `paxosctl`'s commands on top of this:
-//! [`log`] (applied chat log: network paging, following, offline store reading, line
-//! formats), [`status`] (concurrent status of every replica), [`bench`] (load generator,
-//! percentiles, SVG plot), [`local`] (a local cluster of `paxosd` children for
-//! `paxosctl run`).
+//! Beside it: [`log`] (the applied chat log: network paging, following, offline store
+//! reading) and [`status`] (the concurrent status of every replica). `paxosctl`'s
+//! commands and their rendering live in [`crate::ctl`], above this library; nothing here
+//! prints.
 //!
 //! Not implemented: pipelining several requests on one connection (the client protocol
 //! answers one request at a time per connection), and reads with linearizable guarantees
 //! (a replica answers reads from its own applied log).
 
-pub mod bench;
-pub mod local;
 pub mod log;
 pub mod snapshot;
 pub mod status;
@@ -43,7 +40,6 @@ use crate::transport::ClientLink;
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Default bound on one whole [`Client::submit`].
@@ -127,48 +123,6 @@ impl ClientOptions {
             connect_timeout: attempt_timeout.min(CONNECT_TIMEOUT_MAX),
         }
     }
-}
-
-/// Where the configuration came from (see [`select_config`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// `--config FILE`.
-    Explicit(PathBuf),
-    /// `config.toml` in the working directory.
-    WorkingDir(PathBuf),
-    /// [`Config::embedded_default`]: 3 replicas on 127.0.0.1:7101..=7103.
-    Embedded,
-}
-
-impl fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigSource::Explicit(path) | ConfigSource::WorkingDir(path) => {
-                write!(f, "{}", path.display())
-            }
-            ConfigSource::Embedded => write!(f, "the embedded default (127.0.0.1:7101..)"),
-        }
-    }
-}
-
-/// The configuration a command uses: `explicit` if given, else `config.toml` in `cwd` if
-/// it exists, else the embedded default. A file that exists but is invalid is an error
-/// naming the field, never silently replaced by the default.
-pub fn select_config(
-    explicit: Option<&Path>,
-    cwd: &Path,
-) -> Result<(Config, ConfigSource), ClientError> {
-    if let Some(path) = explicit {
-        return Ok((
-            Config::load(path)?,
-            ConfigSource::Explicit(path.to_path_buf()),
-        ));
-    }
-    let local = cwd.join("config.toml");
-    if local.is_file() {
-        return Ok((Config::load(&local)?, ConfigSource::WorkingDir(local)));
-    }
-    Ok((Config::embedded_default(), ConfigSource::Embedded))
 }
 
 /// What one attempt at a replica came to, for the [`ClientError::NoQuorum`] message.
@@ -484,35 +438,6 @@ mod tests {
         assert_eq!(secs(Duration::from_secs(10)), "10s");
         assert_eq!(secs(Duration::from_millis(2500)), "2.5s");
         assert_eq!(secs(Duration::from_millis(300)), "300ms");
-    }
-
-    #[test]
-    fn config_selection_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (config, source) = select_config(None, dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::Embedded);
-        assert_eq!(config, Config::embedded_default());
-
-        let local = dir.path().join("config.toml");
-        std::fs::write(&local, Config::generate(2, 0.0, 500, 9000).to_toml_string()).unwrap();
-        let (config, source) = select_config(None, dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::WorkingDir(local.clone()));
-        assert_eq!(config.replicas(), 5);
-
-        let other = dir.path().join("other.toml");
-        std::fs::write(&other, Config::generate(0, 0.0, 500, 9100).to_toml_string()).unwrap();
-        let (config, source) = select_config(Some(&other), dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::Explicit(other));
-        assert_eq!(config.replicas(), 1);
-
-        // An invalid local file is an error naming the field, not the default.
-        std::fs::write(&local, "f = 1\ntimeout_ms = \"x\"\n").unwrap();
-        let err = select_config(None, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("timeout_ms"), "{err}");
-        let err = select_config(Some(&dir.path().join("missing.toml")), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("missing.toml"), "{err}");
     }
 
     #[test]

@@ -100,16 +100,7 @@ impl Node {
     pub async fn open(options: NodeOptions) -> Result<Node> {
         let config = &options.config;
         let uid = options.uid;
-        if uid as usize >= config.replicas() {
-            return Err(Error::config(
-                "uid",
-                format!(
-                    "{uid} is out of range: the config has {} replicas (uids 0..{})",
-                    config.replicas(),
-                    config.replicas()
-                ),
-            ));
-        }
+        config.check_uid(uid)?;
         let addr = config.replica_addr(uid)?;
         // Bind before touching the store: a replica that cannot serve must not mark a
         // fresh store as used (uid 0 would lose its initial leadership and --skip-slots).

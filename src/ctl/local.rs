@@ -11,7 +11,7 @@
 //! Children run in their own process group, so a terminal's Ctrl-C reaches `paxosctl`
 //! only, which then stops them in order.
 
-use super::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::config::{Config, BASE_PORT_DEFAULT};
 use crate::core::{Slot, Uid};
 use rand::seq::SliceRandom;

@@ -1,0 +1,134 @@
+//! `paxosctl run`: the seed's script mode: a local cluster ([`super::local`]) with
+//! automatic clients, stopped by Ctrl-C (or `--duration`) with nothing left running.
+
+use super::local::{auto_client, LocalCluster, LocalClusterOptions, STOP_GRACE};
+use super::{seconds, CtlError, Globals};
+use crate::config::TIMEOUT_MS_DEFAULT;
+use crate::core::Slot;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Run a local cluster of 2f+1 paxosd with automatic clients until Ctrl-C
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  paxosctl run -f 1 --clients 3\n  paxosctl run -f 2 --clients 5 --loss 0.2 --skip-slots 1,2 --duration 10\n\nWrites config.toml, the stores and one paxosd-<uid>.log per replica in the run\ndirectory (--data-dir, or a fresh one under the temp dir) and prints where. Ctrl-C\nstops every replica (SIGTERM, then SIGKILL after 5 s)."
+)]
+pub struct Run {
+    /// Failures tolerated (2f+1 replicas)
+    #[arg(short = 'f', long = "failures", value_name = "F")]
+    pub f: usize,
+    /// Automatic clients submitting random messages
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub clients: usize,
+    /// Probability of dropping each peer message
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub loss: f64,
+    /// Failure-detection timeout
+    #[arg(long, value_name = "T", default_value_t = TIMEOUT_MS_DEFAULT)]
+    pub timeout_ms: u64,
+    /// Slots uid 0 never proposes in (filled with no-ops by a later leader)
+    #[arg(long, value_name = "SLOTS", value_delimiter = ',')]
+    pub skip_slots: Vec<Slot>,
+    /// Port of uid 0 [default: 7101 if free, else a free range]
+    #[arg(long, value_name = "P")]
+    pub base_port: Option<u16>,
+    /// Run directory [default: a fresh one under the temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Stop by itself after S seconds
+    #[arg(long, value_name = "S")]
+    pub duration: Option<f64>,
+    /// Pause of each client between messages
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub interval_ms: u64,
+}
+
+impl Run {
+    /// Runs until Ctrl-C, SIGTERM or `--duration`; fails if every replica exited.
+    pub async fn run(&self, _globals: &Globals) -> Result<(), CtlError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let options = LocalClusterOptions {
+            f: self.f,
+            loss: self.loss,
+            timeout_ms: self.timeout_ms,
+            skip_slots: self.skip_slots.clone(),
+            base_port: self.base_port,
+            run_dir: self.data_dir.clone(),
+            paxosd: None,
+        };
+        let duration = self
+            .duration
+            .map(|s| seconds(s, "--duration"))
+            .transpose()?;
+        let interval = Duration::from_millis(self.interval_ms);
+        // Handlers first, so a Ctrl-C during startup still stops the children.
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| CtlError::io("installing the SIGINT handler", e))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| CtlError::io("installing the SIGTERM handler", e))?;
+        let mut cluster = LocalCluster::start(&options)?;
+        eprintln!("run directory: {}", cluster.run_dir().display());
+        eprintln!(
+            "config:        {}  (try: paxosctl --config {} status)",
+            cluster.config_path().display(),
+            cluster.config_path().display()
+        );
+        for (uid, log) in cluster.logs() {
+            eprintln!(
+                "replica {uid}:     {} -> {}",
+                cluster.config().replica[uid as usize].addr,
+                log.display()
+            );
+        }
+        eprintln!("press Ctrl-C to stop");
+        let mut tasks = Vec::new();
+        for n in 0..self.clients {
+            let config = cluster.config().clone();
+            tasks.push(tokio::spawn(auto_client(n, config, interval, |line| {
+                println!("{line}");
+            })));
+        }
+        let until = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until);
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let mut outcome = Ok(());
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => { eprintln!("SIGINT: stopping"); break; }
+                _ = terminate.recv() => { eprintln!("SIGTERM: stopping"); break; }
+                _ = &mut until => { eprintln!("--duration reached: stopping"); break; }
+                _ = check.tick() => {
+                    for (uid, status) in cluster.reap_exited() {
+                        eprintln!("replica {uid} exited ({status}); see its log");
+                    }
+                    if cluster.running() == 0 {
+                        outcome = Err(CtlError::Failed("every replica exited".into()));
+                        break;
+                    }
+                }
+            }
+        }
+        for task in &tasks {
+            task.abort();
+        }
+        let killed = tokio::task::block_in_place(|| cluster.stop(STOP_GRACE));
+        if killed.is_empty() {
+            eprintln!(
+                "all replicas stopped; data and logs are in {}",
+                cluster.run_dir().display()
+            );
+        } else {
+            eprintln!(
+                "replicas {killed:?} did not stop within {}s and were killed; data and logs are in {}",
+                STOP_GRACE.as_secs(),
+                cluster.run_dir().display()
+            );
+        }
+        outcome
+    }
+}
