@@ -11,7 +11,7 @@ use std::process::ExitCode;
     name = "paxosctl",
     version,
     about = "Talk to a paxos chat-log cluster: submit, chat, watch, inspect, benchmark, run one locally",
-    after_help = "Examples:\n  paxosctl run -f 1 --clients 3          # a local cluster with 3 automatic clients\n  paxosctl submit \"hello\"                 # prints the slot\n  paxosctl status                          # every replica's role, ballot, decided prefix\n  paxosctl --config /etc/paxos/config.toml watch --json\n\nWithout --config, ./config.toml is used if it exists, else the built-in default\n(3 replicas on 127.0.0.1:7101-7103)."
+    after_help = "Examples:\n  paxosctl run -f 1 --clients 3          # a local cluster with 3 automatic clients\n  paxosctl submit \"hello\"                 # prints the slot\n  paxosctl status                          # every replica's role, ballot, decided prefix\n  paxosctl --config /etc/paxos/config.toml watch -w json\n  PAXOSCTL_ENDPOINTS=10.0.0.1:7101,10.0.0.2:7101,10.0.0.3:7101 paxosctl health\n\nThe config is the first of: --config, --endpoints, $PAXOSCTL_CONFIG,\n$PAXOSCTL_ENDPOINTS, ./config.toml, the built-in default (3 replicas on\n127.0.0.1:7101-7103; paxosctl says so on stderr when it uses it).\n\nExit codes: 0 ok, 1 failed, 2 bad usage or config, 3 cluster unavailable (no\nquorum, no replica reachable)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -33,6 +33,8 @@ enum Command {
     /// Back up the chat log to a file, restore a new cluster's store from one, inspect one
     #[command(subcommand)]
     Snapshot(ctl::snapshot::SnapshotCommand),
+    Health(ctl::health::HealthCmd),
+    Version(ctl::version::Version),
     Completions(ctl::completions::Completions),
 }
 
@@ -56,7 +58,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("paxosctl: error: {e}");
+            // Reasons can quote what a replica or a file said: escaped for the terminal.
+            eprintln!("paxosctl: error: {}", ctl::escape(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -74,6 +77,8 @@ async fn dispatch(cli: Cli) -> Result<(), CtlError> {
         Command::Watch(cmd) => cmd.run(globals).await,
         Command::Bench(cmd) => cmd.run(globals).await,
         Command::Snapshot(cmd) => ctl::snapshot::run_with(cmd, globals).await,
+        Command::Health(cmd) => cmd.run(globals).await,
+        Command::Version(cmd) => cmd.run(globals),
         Command::Completions(cmd) => cmd.run(globals, Cli::command()),
     }
 }
@@ -92,7 +97,7 @@ mod tests {
     fn json_is_accepted_after_the_subcommand() {
         let cli = Cli::try_parse_from(["paxosctl", "submit", "--json", "hi"]).unwrap();
         assert!(cli.globals.json);
-        assert!(matches!(cli.command, Command::Submit(ref s) if s.body == "hi"));
+        assert!(matches!(cli.command, Command::Submit(ref s) if s.body.as_deref() == Some("hi")));
         let cli = Cli::try_parse_from(["paxosctl", "--json", "status"]).unwrap();
         assert!(cli.globals.json);
         let cli = Cli::try_parse_from(["paxosctl", "dump-log", "--uid", "2", "--json"]).unwrap();
@@ -146,6 +151,41 @@ mod tests {
     #[test]
     fn body_may_start_with_a_dash() {
         let cli = Cli::try_parse_from(["paxosctl", "submit", "-- not a flag"]).unwrap();
-        assert!(matches!(cli.command, Command::Submit(ref s) if s.body == "-- not a flag"));
+        assert!(
+            matches!(cli.command, Command::Submit(ref s) if s.body.as_deref() == Some("-- not a flag"))
+        );
+        let cli = Cli::try_parse_from(["paxosctl", "submit", "-"]).unwrap();
+        assert!(matches!(cli.command, Command::Submit(ref s) if s.body.as_deref() == Some("-")));
+    }
+
+    #[test]
+    fn etcdctl_style_globals() {
+        let cli = Cli::try_parse_from(["paxosctl", "status", "-w", "simple"]).unwrap();
+        assert_eq!(cli.globals.write_out, Some(ctl::Format::Simple));
+        let cli = Cli::try_parse_from([
+            "paxosctl",
+            "--endpoints",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "health",
+            "--dial-timeout",
+            "200ms",
+            "--command-timeout",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(cli.globals.endpoints.len(), 3);
+        assert_eq!(
+            cli.globals.dial_timeout,
+            Some(std::time::Duration::from_millis(200))
+        );
+        assert!(
+            Cli::try_parse_from(["paxosctl", "--config", "c", "--endpoints", "a", "status"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["paxosctl", "version"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["paxosctl", "dump-log", "--uid", "1", "--stale", "--json"])
+                .is_ok()
+        );
     }
 }

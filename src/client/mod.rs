@@ -5,10 +5,16 @@
 //! - **Request ids.** A client picks a random `client_id` once and numbers its requests
 //!   `seq = 1, 2, ...` ([`RequestId`]). A retry of the same message, to the same or
 //!   another replica, reuses the same id, so the cluster applies it once.
-//! - **Leader discovery.** [`Client::submit`] starts at the last replica that committed
-//!   for it (uid 0 on a fresh client, the initial leader), follows `NotLeader` hints,
-//!   and moves to the next replica on a `NotLeader` without a hint, a timeout or a
-//!   connection error, with a small jittered backoff after each unsuccessful round.
+//! - **Leader discovery.** [`Client::submit`] starts at the replica it believes leads
+//!   (the last one that committed for it, or the last `NotLeader` hint; uid 0 on a fresh
+//!   client, the initial leader), follows `NotLeader` hints, and moves to the next
+//!   replica on a `NotLeader` without a hint, a timeout or a connection error, with a
+//!   small jittered backoff after each unsuccessful round. A refused connection costs
+//!   nothing, so it is followed by the next replica at once, and a replica that refused
+//!   within [`REFUSED_SKIP`] is tried after the others.
+//! - **Fail fast.** When every replica refuses the connection in one round (no daemon
+//!   is running), the submit fails at once with [`ClientError::Refused`] naming each
+//!   address, instead of waiting out its deadline.
 //! - **Timeouts.** Each attempt is bounded by [`ClientOptions::attempt_timeout`] (by
 //!   default 4x the config's `timeout_ms`: long enough for a leader to retransmit an
 //!   Accept once); the whole submit by [`ClientOptions::deadline`] (10 s), after which it
@@ -53,6 +59,8 @@ pub const CONNECT_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Largest backoff between rounds of attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A replica that refused a connection this recently is tried after the others.
+pub const REFUSED_SKIP: Duration = Duration::from_secs(2);
 
 /// Errors of the client library. Every one names what failed and where.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +70,12 @@ pub enum ClientError {
     NoQuorum {
         waited: Duration,
         /// What each replica last answered, e.g. `replica 1 (127.0.0.1:7102): timed out`.
+        tried: String,
+    },
+    /// Every replica refused the connection: no daemon is listening at any address.
+    #[error("every replica refused the connection: {tried}")]
+    Refused {
+        /// `replica 0 (127.0.0.1:7101): connection refused; ...`
         tried: String,
     },
     /// The cluster refused the request for good (e.g. too large); retrying will not help.
@@ -129,6 +143,8 @@ impl ClientOptions {
 #[derive(Clone, Debug)]
 enum Outcome {
     NotLeader(Option<Uid>),
+    /// The connection was refused (nothing listens there).
+    Refused,
     ServerError(String),
     Failed(String),
     TimedOut,
@@ -140,6 +156,7 @@ impl fmt::Display for Outcome {
             Outcome::NotLeader(Some(leader)) => write!(f, "not leader (points to {leader})"),
             Outcome::NotLeader(None) => write!(f, "not leader (leader unknown)"),
             Outcome::ServerError(reason) => write!(f, "could not decide: {reason}"),
+            Outcome::Refused => write!(f, "connection refused"),
             Outcome::Failed(reason) => write!(f, "{reason}"),
             Outcome::TimedOut => write!(f, "no answer in time"),
         }
@@ -154,9 +171,12 @@ pub struct Client {
     client_id: u64,
     /// The seq of the next new request (starts at 1).
     next_seq: u64,
-    /// The replica that last committed for us; submits start there.
+    /// The replica believed to lead (it committed for us, or a replica pointed to it);
+    /// submits start there.
     leader: Option<Uid>,
     links: HashMap<Uid, ClientLink>,
+    /// When each replica last refused a connection.
+    refused_at: HashMap<Uid, Instant>,
 }
 
 impl Client {
@@ -175,6 +195,7 @@ impl Client {
             next_seq: 1,
             leader: None,
             links: HashMap::new(),
+            refused_at: HashMap::new(),
         }
     }
 
@@ -190,7 +211,7 @@ impl Client {
         &self.options
     }
 
-    /// The replica believed to lead, if any committed for this client yet.
+    /// The replica believed to lead, if known.
     pub fn leader(&self) -> Option<Uid> {
         self.leader
     }
@@ -221,7 +242,10 @@ impl Client {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
         let replicas = self.config.replicas().max(1) as Uid;
-        let mut target = self.leader.unwrap_or(0) % replicas;
+        let mut target = match self.leader {
+            Some(leader) => leader % replicas,
+            None => self.next_candidate(replicas - 1),
+        };
         let mut tried: BTreeMap<Uid, Outcome> = BTreeMap::new();
         let mut backoff = BACKOFF_MIN;
         // Hops since the last backoff: after a whole round without success, back off.
@@ -263,6 +287,7 @@ impl Client {
                     Outcome::Failed(format!("unexpected answer to a submit: {other:?}"))
                 }
                 Err(CallError::TimedOut) => Outcome::TimedOut,
+                Err(CallError::Refused) => Outcome::Refused,
                 Err(CallError::Failed(reason)) => Outcome::Failed(reason),
             };
             tracing::debug!(%id, target, outcome = %outcome, "submit attempt");
@@ -274,16 +299,25 @@ impl Client {
                 Outcome::ServerError(_) => Some(target),
                 _ => None,
             };
+            let refused = matches!(outcome, Outcome::Refused);
             tried.insert(target, outcome);
+            if tried.len() == replicas as usize
+                && tried.values().all(|o| matches!(o, Outcome::Refused))
+            {
+                return Err(ClientError::Refused {
+                    tried: self.describe_tried(&tried),
+                });
+            }
             hops += 1;
             let follow_hint = matches!(next, Some(n) if n != target);
-            target = next.unwrap_or((target + 1) % replicas);
-            if !follow_hint {
-                self.leader = None;
-            }
-            // Follow hints at once, but back off after a failure or a whole round of
-            // hints (replicas pointing at each other during an election).
-            if !follow_hint || hops >= replicas {
+            target = match next {
+                Some(next) => next,
+                None => self.next_candidate(target),
+            };
+            self.leader = follow_hint.then_some(target);
+            // Follow hints and refusals at once, but back off after another failure or a
+            // whole round (replicas pointing at each other during an election).
+            if (!follow_hint && !refused) || hops >= replicas {
                 hops = 0;
                 let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
                 let pause = backoff + Duration::from_millis(jitter);
@@ -292,6 +326,21 @@ impl Client {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+
+    /// The replica to try after `after`: the next one in uid order that has not refused
+    /// a connection within [`REFUSED_SKIP`], else simply the next one.
+    fn next_candidate(&self, after: Uid) -> Uid {
+        let replicas = self.config.replicas().max(1) as Uid;
+        let recently_refused = |uid: &Uid| {
+            self.refused_at
+                .get(uid)
+                .is_some_and(|at| at.elapsed() < REFUSED_SKIP)
+        };
+        (1..=replicas)
+            .map(|step| (after + step) % replicas)
+            .find(|uid| !recently_refused(uid))
+            .unwrap_or((after + 1) % replicas)
     }
 
     /// Replica `uid`'s status (role, ballot, decided prefix, ...).
@@ -344,9 +393,15 @@ impl Client {
                 .replica_addr(uid)
                 .map_err(|e| CallError::Failed(e.to_string()))?;
             let connect_timeout = self.options.connect_timeout.min(budget);
-            let link = ClientLink::connect(addr, connect_timeout)
-                .await
-                .map_err(|e| CallError::Failed(connect_reason(&e)))?;
+            let link = match ClientLink::connect(addr, connect_timeout).await {
+                Ok(link) => link,
+                Err(e) if is_refused(&e) => {
+                    self.refused_at.insert(uid, Instant::now());
+                    return Err(CallError::Refused);
+                }
+                Err(e) => return Err(CallError::Failed(connect_reason(&e))),
+            };
+            self.refused_at.remove(&uid);
             self.links.insert(uid, link);
         }
         let left = budget.saturating_sub(started.elapsed());
@@ -375,6 +430,7 @@ impl Client {
             addr: self.addr_of(uid),
             reason: match e {
                 CallError::TimedOut => "no answer in time".to_string(),
+                CallError::Refused => "connection refused".to_string(),
                 CallError::Failed(reason) => reason,
             },
         }
@@ -411,7 +467,12 @@ impl Client {
 #[derive(Debug)]
 enum CallError {
     TimedOut,
+    Refused,
     Failed(String),
+}
+
+fn is_refused(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// A connect error as a short reason: `connection refused` rather than the whole chain.
@@ -568,8 +629,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_quorum_names_the_deadline_and_every_replica() {
+    async fn every_replica_refusing_fails_at_once_naming_each() {
         let config = config_on(&[dead_port().await, dead_port().await, dead_port().await]);
+        let addrs: Vec<String> = config.replica.iter().map(|r| r.addr.clone()).collect();
+        let mut client = Client::new(config);
+        let started = Instant::now();
+        let err = client.submit("x").await.unwrap_err();
+        // Not the 10 s deadline: no backoff between refusals either.
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, ClientError::Refused { .. }), "{err}");
+        let text = err.to_string();
+        for (uid, addr) in addrs.iter().enumerate() {
+            assert!(
+                text.contains(&format!("replica {uid} ({addr}): connection refused")),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_quorum_names_the_deadline_and_every_replica() {
+        // One replica accepts but never answers; the others refuse.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let config = config_on(&[dead_port().await, port, dead_port().await]);
         let options = ClientOptions {
             deadline: Duration::from_millis(300),
             ..ClientOptions::from_config(&config)
@@ -583,9 +670,40 @@ mod tests {
             text.starts_with("no quorum answered within 300ms: tried "),
             "{text}"
         );
-        for uid in 0..3 {
-            assert!(text.contains(&format!("replica {uid} (")), "{text}");
-        }
+        // The silent replica held the whole 300 ms: replica 2 was never reached.
+        assert!(text.contains("replica 0 ("), "{text}");
         assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("replica 1 ("), "{text}");
+        assert!(text.contains("no answer in time"), "{text}");
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn dead_replicas_cost_no_backoff_and_are_skipped_later() {
+        let leader = fake_replica(|id| {
+            vec![ClientResponse::Submit(SubmitReply::Committed {
+                id,
+                slot: 3,
+            })]
+        })
+        .await;
+        let config = config_on(&[dead_port().await, dead_port().await, leader]);
+        let options = ClientOptions {
+            // A backoff would cost this much: the test fails if one is taken.
+            deadline: Duration::from_secs(30),
+            ..ClientOptions::from_config(&config)
+        };
+        let mut client = Client::with_options(config, options);
+        let started = Instant::now();
+        client.submit("a").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(55),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(client.leader(), Some(2));
+        // The leader is forgotten; the replicas that refused are still skipped.
+        client.leader = None;
+        assert_eq!(client.next_candidate(2), 2);
     }
 }

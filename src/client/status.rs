@@ -3,7 +3,7 @@
 //! [`STATUS_TIMEOUT`]. Rendering (table, JSON) is `crate::ctl::status`'s.
 
 use crate::config::Config;
-use crate::core::Uid;
+use crate::core::{Role, Slot, Uid};
 use crate::transport::wire::{ClientRequest, ClientResponse, StatusReport};
 use crate::transport::ClientLink;
 use std::time::Duration;
@@ -23,8 +23,19 @@ pub struct ReplicaView {
     pub report: Result<StatusReport, String>,
 }
 
-/// Asks every replica of `config` for its status, concurrently.
+/// Asks every replica of `config` for its status, concurrently, with the default
+/// timeouts.
 pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
+    cluster_status_within(config, STATUS_CONNECT_TIMEOUT, STATUS_TIMEOUT).await
+}
+
+/// Asks every replica of `config` for its status, concurrently: a connect may take
+/// `connect_timeout`, the answer `answer_timeout`.
+pub async fn cluster_status_within(
+    config: &Config,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
+) -> Vec<ReplicaView> {
     let mut tasks = Vec::new();
     for (uid, replica) in config.replica.iter().enumerate() {
         let uid = uid as Uid;
@@ -32,7 +43,7 @@ pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
         let target = config.replica_addr(uid);
         tasks.push(tokio::spawn(async move {
             let report = match target {
-                Ok(target) => query(target).await,
+                Ok(target) => query(target, connect_timeout, answer_timeout).await,
                 Err(e) => Err(e.to_string()),
             };
             ReplicaView { uid, addr, report }
@@ -49,8 +60,12 @@ pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
     views
 }
 
-async fn query(addr: std::net::SocketAddr) -> Result<StatusReport, String> {
-    let mut link = ClientLink::connect(addr, STATUS_CONNECT_TIMEOUT)
+async fn query(
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
+) -> Result<StatusReport, String> {
+    let mut link = ClientLink::connect(addr, connect_timeout)
         .await
         .map_err(|e| match &e {
             crate::Error::Io { source, .. }
@@ -63,12 +78,89 @@ async fn query(addr: std::net::SocketAddr) -> Result<StatusReport, String> {
             }
             _ => e.to_string(),
         })?;
-    match tokio::time::timeout(STATUS_TIMEOUT, link.call(&ClientRequest::Status)).await {
+    match tokio::time::timeout(answer_timeout, link.call(&ClientRequest::Status)).await {
         Ok(Ok(ClientResponse::Status(report))) => Ok(report),
         Ok(Ok(ClientResponse::Error { reason })) => Err(reason),
         Ok(Ok(other)) => Err(format!("unexpected answer: {other:?}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer in time".to_string()),
+    }
+}
+
+/// What the views say about the cluster as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Replicas in the config.
+    pub replicas: usize,
+    /// Replicas that answered.
+    pub reachable: usize,
+    /// `f + 1`: how many must answer for the cluster to make progress.
+    pub quorum: usize,
+    /// The leader that a reachable replica reports being, or else points to.
+    pub leader: Option<Uid>,
+    /// The highest decided prefix among the reachable replicas.
+    pub decided_max: Slot,
+}
+
+impl Health {
+    /// Summarizes `views` (one per replica of a config of `views.len()` replicas).
+    pub fn of(views: &[ReplicaView]) -> Health {
+        let up: Vec<&StatusReport> = views
+            .iter()
+            .filter_map(|v| v.report.as_ref().ok())
+            .collect();
+        let leader = up
+            .iter()
+            .find(|r| r.status.role == Role::Leader)
+            .map(|r| r.status.uid)
+            .or_else(|| up.iter().find_map(|r| r.status.leader));
+        Health {
+            replicas: views.len(),
+            reachable: up.len(),
+            quorum: views.len() / 2 + 1,
+            leader,
+            decided_max: up.iter().map(|r| r.status.decided_upto).max().unwrap_or(0),
+        }
+    }
+
+    /// A quorum answered.
+    pub fn has_quorum(&self) -> bool {
+        self.reachable >= self.quorum
+    }
+
+    /// A quorum answered and a leader is known: the cluster can commit.
+    pub fn is_healthy(&self) -> bool {
+        self.has_quorum() && self.leader.is_some()
+    }
+
+    /// Why the cluster is unhealthy, naming each unreachable replica and its reason;
+    /// `None` when healthy.
+    pub fn problem(&self, views: &[ReplicaView]) -> Option<String> {
+        let down: Vec<String> = views
+            .iter()
+            .filter_map(|v| {
+                v.report
+                    .as_ref()
+                    .err()
+                    .map(|reason| format!("replica {} ({}): {reason}", v.uid, v.addr))
+            })
+            .collect();
+        if !self.has_quorum() {
+            Some(format!(
+                "no quorum: {} of {} replicas answered, a quorum is {}; {}",
+                self.reachable,
+                self.replicas,
+                self.quorum,
+                down.join("; ")
+            ))
+        } else if self.leader.is_none() {
+            Some(format!(
+                "no leader known: {} of {} replicas answered and none leads or knows a leader",
+                self.reachable, self.replicas
+            ))
+        } else {
+            None
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 //! Bounded: each task has one request in flight; a submit still running at the end is
 //! cut off after one attempt timeout past the end and counted as an error.
 
-use super::{out, seconds, CtlError, Globals};
-use crate::client::{Client, ClientError};
+use super::{escape, out, seconds, CtlError, Format, Globals};
+use crate::client::Client;
 use crate::config::Config;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -46,6 +46,8 @@ pub struct Bench {
 
 impl Bench {
     pub async fn run(&self, globals: &Globals) -> Result<(), CtlError> {
+        // The final line is JSON whichever is asked for.
+        globals.format("bench", &[Format::Simple, Format::Json], Format::Simple)?;
         let config = globals.load_config()?;
         let duration = seconds(self.duration, "--duration")?;
         if self.clients == 0 {
@@ -76,7 +78,11 @@ impl Bench {
         let summary = report.summary();
         out(&summary.to_json_line())?;
         if let Some(error) = &report.first_error {
-            eprintln!("bench: {} errors; the first: {error}", report.errors);
+            eprintln!(
+                "bench: {} errors; the first: {}",
+                report.errors,
+                escape(error)
+            );
         }
         if let Some(path) = &self.plot {
             let title = format!(
@@ -87,7 +93,11 @@ impl Bench {
             eprintln!("wrote {}", path.display());
         }
         if report.ops == 0 {
-            return Err(CtlError::Failed("no message was committed".into()));
+            let why = report.first_error.as_deref().unwrap_or("no error either");
+            return Err(CtlError::Failed(format!(
+                "no message was committed: {}",
+                escape(why)
+            )));
         }
         Ok(())
     }
@@ -215,13 +225,14 @@ pub async fn run_bench(
                     Ok(Err(e)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error.get_or_insert_with(|| e.to_string());
-                        if matches!(e, ClientError::Rejected { .. }) {
-                            tokio::time::sleep(ERROR_PAUSE).await;
-                        }
+                        // Rejected or refused come back at once: do not spin on them.
+                        tokio::time::sleep(ERROR_PAUSE).await;
                     }
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        first_error.get_or_insert_with(|| "cut off at the end".to_string());
+                        first_error.get_or_insert_with(|| {
+                            "a submit still unanswered when the run ended was cut off".to_string()
+                        });
                     }
                 }
             }

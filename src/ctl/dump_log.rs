@@ -1,7 +1,7 @@
 //! `paxosctl dump-log`: a replica's applied chat log, over the network or from a stopped
 //! replica's store, and the line formats of a log entry (`--json` and plain).
 
-use super::{out, CtlError, Globals};
+use super::{out, CtlError, Format, Globals};
 use crate::client::log::{dump_log, read_offline_log};
 use crate::client::Client;
 use crate::core::{LogEntry, LogEntryKind, Slot, Uid};
@@ -20,12 +20,18 @@ pub struct DumpLog {
     /// Read a stopped replica's store directory (e.g. data/node-0)
     #[arg(long, value_name = "DIR", conflicts_with = "uid")]
     pub data_dir: Option<PathBuf>,
+    /// Serve the replica's local applied log without a round trip through the leader
+    /// (today every network read is served this way)
+    #[arg(long, conflicts_with = "data_dir")]
+    pub stale: bool,
 }
 
 impl DumpLog {
     pub async fn run(&self, globals: &Globals) -> Result<(), CtlError> {
+        let json = globals.format("dump-log", &[Format::Simple, Format::Json], Format::Simple)?
+            == Format::Json;
         let line = |entry: &LogEntry| {
-            if globals.json {
+            if json {
                 entry_json(entry)
             } else {
                 entry_plain(entry)

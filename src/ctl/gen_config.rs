@@ -1,7 +1,7 @@
 //! `paxosctl gen-config`: write a commented config for a local cluster of `2f + 1`
 //! replicas.
 
-use super::{out_raw, CtlError, Globals};
+use super::{out_raw, CtlError, Format, Globals};
 use crate::config::{Config, BASE_PORT_DEFAULT, TIMEOUT_MS_DEFAULT};
 use std::path::PathBuf;
 
@@ -26,16 +26,41 @@ pub struct GenConfig {
     /// Write here instead of stdout
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Overwrite the -o file if it exists
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 impl GenConfig {
-    pub fn run(&self, _globals: &Globals) -> Result<(), CtlError> {
+    /// Writes the config; refuses to replace an existing file without `--force`.
+    pub fn run(&self, globals: &Globals) -> Result<(), CtlError> {
+        globals.format("gen-config", &[Format::Simple], Format::Simple)?;
         let config = Config::generate(self.f, self.loss, self.timeout_ms, self.base_port);
         config.validate()?;
         let text = config.to_toml_string();
         match &self.output {
             Some(path) => {
-                std::fs::write(path, text)
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true);
+                if self.force {
+                    options.create(true).truncate(true);
+                } else {
+                    // Atomic: no window between "does it exist" and creating it.
+                    options.create_new(true);
+                }
+                let mut file = options.open(path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        CtlError::Usage(format!(
+                            "{} exists; not overwriting it (pass --force to replace it)",
+                            path.display()
+                        ))
+                    } else {
+                        CtlError::io(format!("creating {}", path.display()), e)
+                    }
+                })?;
+                use std::io::Write;
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
                     .map_err(|e| CtlError::io(format!("writing {}", path.display()), e))?;
                 eprintln!("wrote {}", path.display());
                 Ok(())

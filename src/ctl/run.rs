@@ -1,17 +1,23 @@
 //! `paxosctl run`: the seed's script mode: a local cluster ([`super::local`]) with
 //! automatic clients, stopped by Ctrl-C (or `--duration`) with nothing left running.
 
-use super::local::{auto_client, LocalCluster, LocalClusterOptions, STOP_GRACE};
-use super::{seconds, CtlError, Globals};
+use super::local::{auto_client, AutoEvent, LocalCluster, LocalClusterOptions, STOP_GRACE};
+use super::{escape, out, seconds, CtlError, Format, Globals};
 use crate::config::TIMEOUT_MS_DEFAULT;
 use crate::core::Slot;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How often the progress lines are redrawn (at a terminal) or printed (otherwise).
+const PROGRESS_TERMINAL: Duration = Duration::from_millis(200);
+const PROGRESS_PLAIN: Duration = Duration::from_secs(1);
 
 /// Run a local cluster of 2f+1 paxosd with automatic clients until Ctrl-C
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  paxosctl run -f 1 --clients 3\n  paxosctl run -f 2 --clients 5 --loss 0.2 --skip-slots 1,2 --duration 10\n\nWrites config.toml, the stores and one paxosd-<uid>.log per replica in the run\ndirectory (--data-dir, or a fresh one under the temp dir) and prints where. Ctrl-C\nstops every replica (SIGTERM, then SIGKILL after 5 s)."
+    after_help = "Examples:\n  paxosctl run -f 1 --clients 3\n  paxosctl run -f 2 --clients 5 --loss 0.2 --skip-slots 1,2 --duration 10\n\nWrites config.toml, the stores and one paxosd-<uid>.log per replica in the run\ndirectory (--data-dir, or a fresh one under the temp dir) and prints where. Ctrl-C\nstops every replica (SIGTERM, then SIGKILL after 5 s). The header (run directory,\nconfig, logs, how to stop) goes to stderr first and again at the end; stdout shows\none progress line per client (every commit with --verbose)."
 )]
 pub struct Run {
     /// Failures tolerated (2f+1 replicas)
@@ -41,12 +47,59 @@ pub struct Run {
     /// Pause of each client between messages
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub interval_ms: u64,
+    /// Print every commit instead of a progress line per client
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// One automatic client's counters, for its progress line.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    commits: u64,
+    errors: u64,
+    last_slot: Option<Slot>,
+    last_error: Option<String>,
+}
+
+impl Progress {
+    fn line(&self, n: usize) -> String {
+        let mut line = format!("client {n}: {} commits", self.commits);
+        if let Some(slot) = self.last_slot {
+            line.push_str(&format!(", last slot {slot}"));
+        }
+        if self.errors > 0 {
+            line.push_str(&format!(", {} errors", self.errors));
+            if let Some(error) = &self.last_error {
+                line.push_str(&format!(" (last: {})", escape(error)));
+            }
+        }
+        line
+    }
+}
+
+/// The header: where everything is and how to stop.
+fn header(cluster: &LocalCluster) -> String {
+    let mut text = format!(
+        "run directory: {}\nconfig:        {}  (try: paxosctl --config {} status)\n",
+        cluster.run_dir().display(),
+        cluster.config_path().display(),
+        cluster.config_path().display()
+    );
+    for (uid, log) in cluster.logs() {
+        text.push_str(&format!(
+            "replica {uid}:     {} -> {}\n",
+            cluster.config().replica[uid as usize].addr,
+            log.display()
+        ));
+    }
+    text
 }
 
 impl Run {
     /// Runs until Ctrl-C, SIGTERM or `--duration`; fails if every replica exited.
-    pub async fn run(&self, _globals: &Globals) -> Result<(), CtlError> {
+    pub async fn run(&self, globals: &Globals) -> Result<(), CtlError> {
         use tokio::signal::unix::{signal, SignalKind};
+        globals.format("run", &[Format::Simple], Format::Simple)?;
         let options = LocalClusterOptions {
             f: self.f,
             loss: self.loss,
@@ -67,27 +120,77 @@ impl Run {
         let mut terminate = signal(SignalKind::terminate())
             .map_err(|e| CtlError::io("installing the SIGTERM handler", e))?;
         let mut cluster = LocalCluster::start(&options)?;
-        eprintln!("run directory: {}", cluster.run_dir().display());
-        eprintln!(
-            "config:        {}  (try: paxosctl --config {} status)",
-            cluster.config_path().display(),
-            cluster.config_path().display()
-        );
-        for (uid, log) in cluster.logs() {
-            eprintln!(
-                "replica {uid}:     {} -> {}",
-                cluster.config().replica[uid as usize].addr,
-                log.display()
-            );
-        }
+        eprint!("{}", header(&cluster));
         eprintln!("press Ctrl-C to stop");
+        let progress: Arc<Vec<Mutex<Progress>>> =
+            Arc::new((0..self.clients).map(|_| Mutex::default()).collect());
+        let verbose = self.verbose;
         let mut tasks = Vec::new();
         for n in 0..self.clients {
             let config = cluster.config().clone();
-            tasks.push(tokio::spawn(auto_client(n, config, interval, |line| {
-                println!("{line}");
-            })));
+            let progress = progress.clone();
+            tasks.push(tokio::spawn(auto_client(
+                n,
+                config,
+                interval,
+                move |event| {
+                    if let Ok(mut p) = progress[n].lock() {
+                        match &event {
+                            AutoEvent::Committed { slot, .. } => {
+                                p.commits += 1;
+                                p.last_slot = Some(*slot);
+                            }
+                            AutoEvent::Failed { error, .. } => {
+                                p.errors += 1;
+                                p.last_error = Some(error.clone());
+                            }
+                        }
+                    }
+                    if verbose {
+                        let line = match event {
+                            AutoEvent::Committed { body, slot } => {
+                                format!("client {n}: {:?} -> slot {slot}", escape(&body))
+                            }
+                            AutoEvent::Failed { body, error } => {
+                                format!(
+                                    "client {n}: {:?} failed: {}",
+                                    escape(&body),
+                                    escape(&error)
+                                )
+                            }
+                        };
+                        // A closed stdout only silences the lines; the run goes on.
+                        let _ = out(&line);
+                    }
+                },
+            )));
         }
+        let terminal = std::io::stdout().is_terminal();
+        let bars = (!verbose && terminal).then(|| {
+            let multi =
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
+            let bars: Vec<indicatif::ProgressBar> = (0..self.clients)
+                .map(|_| multi.add(indicatif::ProgressBar::new_spinner()))
+                .collect();
+            (multi, bars)
+        });
+        let mut show = tokio::time::interval(if terminal {
+            PROGRESS_TERMINAL
+        } else {
+            PROGRESS_PLAIN
+        });
+        show.tick().await;
+        let draw = |bars: &Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)>| {
+            for (n, p) in progress.iter().enumerate() {
+                let line = p.lock().map(|p| p.line(n)).unwrap_or_default();
+                match bars {
+                    Some((_, bars)) => bars[n].set_message(line),
+                    None => {
+                        let _ = out(&line);
+                    }
+                }
+            }
+        };
         let until = async {
             match duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -102,6 +205,7 @@ impl Run {
                 _ = interrupt.recv() => { eprintln!("SIGINT: stopping"); break; }
                 _ = terminate.recv() => { eprintln!("SIGTERM: stopping"); break; }
                 _ = &mut until => { eprintln!("--duration reached: stopping"); break; }
+                _ = show.tick(), if !verbose => draw(&bars),
                 _ = check.tick() => {
                     for (uid, status) in cluster.reap_exited() {
                         eprintln!("replica {uid} exited ({status}); see its log");
@@ -116,7 +220,16 @@ impl Run {
         for task in &tasks {
             task.abort();
         }
+        if !verbose {
+            draw(&bars);
+        }
+        if let Some((_, bars)) = &bars {
+            for bar in bars {
+                bar.finish();
+            }
+        }
         let killed = tokio::task::block_in_place(|| cluster.stop(STOP_GRACE));
+        eprint!("{}", header(&cluster));
         if killed.is_empty() {
             eprintln!(
                 "all replicas stopped; data and logs are in {}",

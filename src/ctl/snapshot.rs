@@ -2,7 +2,7 @@
 //! network side of a save is [`crate::client::snapshot`], the file format and the restore
 //! into a store [`crate::storage::snapshot`].
 
-use super::{out, out_raw, CtlError};
+use super::{out, out_raw, CtlError, Format};
 use crate::client::snapshot::save;
 use crate::client::Client;
 use crate::config::Config;
@@ -41,17 +41,7 @@ pub enum SnapshotCommand {
     #[command(
         after_help = "Examples:\n  paxosctl snapshot status room.snap\n  paxosctl snapshot status -w json room.snap\n\nExits non-zero, naming the byte offset and the chunk, if any check fails."
     )]
-    Status {
-        file: PathBuf,
-        /// Output format: table or json (--json is the same as -w json)
-        #[arg(
-            short = 'w',
-            long = "write-out",
-            value_name = "FORMAT",
-            default_value = "table"
-        )]
-        write_out: String,
-    },
+    Status { file: PathBuf },
 }
 
 /// The `snapshot status` table.
@@ -105,7 +95,12 @@ pub async fn run_with(command: &SnapshotCommand, globals: &super::Globals) -> Re
     } else {
         None
     };
-    run(command, config, globals.json).await
+    let formats = match command {
+        SnapshotCommand::Status { .. } => [Format::Table, Format::Json],
+        _ => [Format::Simple, Format::Json],
+    };
+    let json = globals.format("snapshot", &formats, formats[0])? == Format::Json;
+    run(command, config, json).await
 }
 
 /// Runs one `snapshot` subcommand with the cluster config (`Some` when
@@ -167,14 +162,7 @@ pub async fn run(
                 config.cluster_id()
             ))?;
         }
-        SnapshotCommand::Status { file, write_out } => {
-            let json = match (json, write_out.as_str()) {
-                (true, _) | (_, "json") => true,
-                (false, "table") => false,
-                (false, other) => {
-                    return Err(CtlError::Usage(format!("-w {other:?}: table or json")))
-                }
-            };
+        SnapshotCommand::Status { file } => {
             let summary = snapshot::verify(file)?;
             if json {
                 out(&status_json(file, &summary))?;

@@ -2,7 +2,7 @@
 
 use super::chat::chat_line;
 use super::dump_log::entry_json;
-use super::{follow, out, CtlError, Globals};
+use super::{follow, out, CtlError, Format, Globals};
 use crate::client::log::LogFollower;
 use crate::client::Client;
 use crate::core::Slot;
@@ -20,9 +20,11 @@ pub struct Watch {
 
 impl Watch {
     pub async fn run(&self, globals: &Globals) -> Result<(), CtlError> {
+        let json = globals.format("watch", &[Format::Simple, Format::Json], Format::Simple)?
+            == Format::Json;
         let config = globals.load_config()?;
-        let json = globals.json;
-        let mut follower = LogFollower::new(Client::new(config), self.from, 0);
+        let client = Client::with_options(config.clone(), globals.client_options(&config));
+        let mut follower = LogFollower::new(client, self.from, 0);
         follow(
             &mut follower,
             |note| eprintln!("{note}"),
