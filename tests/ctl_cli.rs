@@ -439,7 +439,7 @@ async fn config_from_the_environment_and_never_silent() {
     let empty = tempfile::tempdir().expect("tmp");
     let output = paxosctl()
         .current_dir(empty.path())
-        .args(["status", "--dial-timeout", "100ms"])
+        .args(["status"])
         .output()
         .expect("run");
     let stderr = text(&output.stderr);
