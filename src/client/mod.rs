@@ -122,6 +122,9 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
+    /// First pause after an unsuccessful round ([`BACKOFF_MIN`]); doubles up to
+    /// [`BACKOFF_MAX`].
+    pub backoff_min: Duration,
 }
 
 impl ClientOptions {
@@ -135,6 +138,7 @@ impl ClientOptions {
             deadline: DEADLINE_DEFAULT,
             attempt_timeout,
             connect_timeout: attempt_timeout.min(CONNECT_TIMEOUT_MAX),
+            backoff_min: BACKOFF_MIN,
         }
     }
 }
@@ -247,7 +251,7 @@ impl Client {
             None => self.next_candidate(replicas - 1),
         };
         let mut tried: BTreeMap<Uid, Outcome> = BTreeMap::new();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = self.options.backoff_min;
         // Hops since the last backoff: after a whole round without success, back off.
         let mut hops: u32 = 0;
         let request = ClientRequest::Submit {
@@ -323,7 +327,7 @@ impl Client {
                 let pause = backoff + Duration::from_millis(jitter);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(pause.min(left)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(BACKOFF_MAX.max(self.options.backoff_min));
             }
         }
     }
@@ -637,7 +641,7 @@ mod tests {
         let err = client.submit("x").await.unwrap_err();
         // Not the 10 s deadline: no backoff between refusals either.
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
         );
@@ -689,7 +693,8 @@ mod tests {
         .await;
         let config = config_on(&[dead_port().await, dead_port().await, leader]);
         let options = ClientOptions {
-            // A backoff would cost this much: the test fails if one is taken.
+            // One backoff would cost 5 s: the test fails if one is taken.
+            backoff_min: Duration::from_secs(5),
             deadline: Duration::from_secs(30),
             ..ClientOptions::from_config(&config)
         };
@@ -697,7 +702,7 @@ mod tests {
         let started = Instant::now();
         client.submit("a").await.unwrap();
         assert!(
-            started.elapsed() < Duration::from_millis(55),
+            started.elapsed() < Duration::from_secs(4),
             "{:?}",
             started.elapsed()
         );

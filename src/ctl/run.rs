@@ -10,6 +10,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Longest `run` waits for the cluster to be healthy before starting its clients.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until a quorum answers and a leader is known, up to [`READY_WAIT`]; else says
+/// why not.
+async fn wait_ready(config: &crate::config::Config) -> Result<(), String> {
+    use crate::client::status::{cluster_status, Health};
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    loop {
+        let views = cluster_status(config).await;
+        let problem = Health::of(&views).problem(&views);
+        match problem {
+            None => return Ok(()),
+            Some(why) if tokio::time::Instant::now() >= deadline => return Err(why),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// How often the progress lines are redrawn (at a terminal) or printed (otherwise).
 const PROGRESS_TERMINAL: Duration = Duration::from_millis(200);
 const PROGRESS_PLAIN: Duration = Duration::from_secs(1);
@@ -122,6 +141,20 @@ impl Run {
         let mut cluster = LocalCluster::start(&options)?;
         eprint!("{}", header(&cluster));
         eprintln!("press Ctrl-C to stop");
+        // Clients start once the cluster can commit, so their first submits do not fail
+        // against replicas still opening their stores.
+        let started = std::time::Instant::now();
+        match wait_ready(cluster.config()).await {
+            Ok(()) => eprintln!(
+                "cluster ready (a quorum answers, a leader is known) after {} ms",
+                started.elapsed().as_millis()
+            ),
+            Err(why) => eprintln!(
+                "cluster not ready after {} s ({}); starting the clients anyway",
+                READY_WAIT.as_secs(),
+                escape(&why)
+            ),
+        }
         let progress: Arc<Vec<Mutex<Progress>>> =
             Arc::new((0..self.clients).map(|_| Mutex::default()).collect());
         let verbose = self.verbose;
