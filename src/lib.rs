@@ -5,12 +5,14 @@
 //! - [`storage`]: durable state in Paxos terms; sled backend and an in-memory one.
 //! - [`transport`]: TCP framing (`len | crc32 | postcard`), handshake, peer links.
 //! - [`node`]: the tokio driver that batches inputs, steps the core, persists, then sends.
-//! - [`client`]: the client library used by `paxosctl` (leader discovery, retries, ids).
+//! - [`client`]: the client library (leader discovery, retries, ids, log follower, cluster status).
+//! - [`ctl`]: `paxosctl`'s commands, one file each, with their rendering; above `client`.
 //! - [`config`]: `config.toml`, defaults, validation naming the bad field.
 
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod ctl;
 pub mod error;
 pub mod node;
 pub mod storage;

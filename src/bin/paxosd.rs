@@ -122,13 +122,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.uid as usize >= config.replicas() {
-        eprintln!(
-            "paxosd: invalid --uid {}: the config has {} replicas (uids 0..{})",
-            args.uid,
-            config.replicas(),
-            config.replicas() - 1
-        );
+    if let Err(e) = config.check_uid(args.uid) {
+        eprintln!("paxosd: {e}");
         return ExitCode::from(2);
     }
     let _logging = init_logging(&config, args.uid);

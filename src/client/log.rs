@@ -1,7 +1,7 @@
 //! The applied chat log as clients see it: paging through a replica's log over the
-//! network (`dump-log --uid`), following it as slots are decided (`watch`, `chat`),
-//! reading a stopped replica's store offline (`dump-log --data-dir`), and the line
-//! formats `paxosctl` prints.
+//! network (`dump-log --uid`), following it as slots are decided (`watch`, `chat`), and
+//! reading a stopped replica's store offline (`dump-log --data-dir`). How entries are
+//! printed is [`crate::ctl`]'s business.
 //!
 //! Invariants:
 //! 1. A [`LogFollower`] hands out every applied slot once, in order, with no gap: it
@@ -12,10 +12,9 @@
 //!    at the first hole, where application stops.
 
 use super::{Client, ClientError};
-use crate::core::{LogEntry, LogEntryKind, Slot, Uid};
+use crate::core::{LogEntry, Slot, Uid};
 use crate::storage::sled_store::{read_offline, StoreMeta};
 use crate::storage::PersistentState;
-use serde::Serialize;
 use std::path::Path;
 
 /// Entries asked for per `ReadLog` (the replica may send fewer).
@@ -25,64 +24,6 @@ pub const FOLLOW_WAIT_MS: u64 = 1000;
 /// A follower moves to another replica after this many empty long-polls in a row, in
 /// case the one it reads from is cut off from the leader.
 pub const FOLLOW_EMPTY_POLLS_MAX: u32 = 5;
-
-/// One `--json` line of `dump-log` and `watch`:
-/// `{"slot":N,"kind":"msg"|"noop"|"dup","id":"...","body":"..."}` (fields in this order;
-/// a no-op has empty `id` and `body`).
-#[derive(Debug, Serialize)]
-struct EntryJson<'a> {
-    slot: Slot,
-    kind: &'static str,
-    id: String,
-    body: &'a str,
-}
-
-/// `msg`, `noop` or `dup`.
-pub fn kind_name(kind: &LogEntryKind) -> &'static str {
-    match kind {
-        LogEntryKind::Msg => "msg",
-        LogEntryKind::Noop => "noop",
-        LogEntryKind::Dup => "dup",
-    }
-}
-
-/// The `--json` line of one entry (no trailing newline).
-pub fn entry_json(entry: &LogEntry) -> String {
-    let line = EntryJson {
-        slot: entry.slot,
-        kind: kind_name(&entry.kind),
-        id: entry.id.map(|id| id.to_string()).unwrap_or_default(),
-        body: &entry.body,
-    };
-    // Serializing plain strings and integers cannot fail.
-    serde_json::to_string(&line).unwrap_or_default()
-}
-
-/// The plain `dump-log` line of one entry: slot, kind, request id, body (quoted, so
-/// that spaces and control characters stay visible).
-pub fn entry_plain(entry: &LogEntry) -> String {
-    let id = entry
-        .id
-        .map_or_else(|| "-".to_string(), |id| id.to_string());
-    match entry.kind {
-        LogEntryKind::Noop => format!("{:>8}  noop", entry.slot),
-        _ => format!(
-            "{:>8}  {:<4}  {id}  {:?}",
-            entry.slot,
-            kind_name(&entry.kind),
-            entry.body
-        ),
-    }
-}
-
-/// The chat view of one entry, `[slot] body`; `None` for no-ops and duplicates, which
-/// a reader of the room does not see.
-pub fn chat_line(entry: &LogEntry) -> Option<String> {
-    match entry.kind {
-        LogEntryKind::Msg => Some(format!("[{}] {}", entry.slot, entry.body)),
-        LogEntryKind::Noop | LogEntryKind::Dup => None,
-    }
-}
 
 /// The applied log of a replica's durable state (the core's rule, [`crate::core::applied`]).
 pub fn applied_log(state: &PersistentState) -> Vec<LogEntry> {
@@ -246,7 +187,7 @@ impl LogFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Ballot, RequestId, Value};
+    use crate::core::{Ballot, LogEntryKind, RequestId, Value};
 
     fn id(client_id: u64, seq: u64) -> RequestId {
         RequestId { client_id, seq }
@@ -257,39 +198,6 @@ mod tests {
             id: id(client_id, seq),
             body: body.to_string(),
         }
-    }
-
-    #[test]
-    fn json_lines_have_the_documented_shape() {
-        let entry = LogEntry::from_decided(17, &msg(5, 2, "bob: \"hi\"\n"), true);
-        assert_eq!(
-            entry_json(&entry),
-            r#"{"slot":17,"kind":"msg","id":"5:2","body":"bob: \"hi\"\n"}"#
-        );
-        let noop = LogEntry::from_decided(3, &Value::Noop, true);
-        assert_eq!(
-            entry_json(&noop),
-            r#"{"slot":3,"kind":"noop","id":"","body":""}"#
-        );
-        let dup = LogEntry::from_decided(4, &msg(5, 2, "x"), false);
-        assert_eq!(
-            entry_json(&dup),
-            r#"{"slot":4,"kind":"dup","id":"5:2","body":"x"}"#
-        );
-    }
-
-    #[test]
-    fn plain_and_chat_lines() {
-        let entry = LogEntry::from_decided(17, &msg(5, 2, "alice: hi"), true);
-        assert_eq!(entry_plain(&entry), "      17  msg   5:2  \"alice: hi\"");
-        assert_eq!(chat_line(&entry).as_deref(), Some("[17] alice: hi"));
-        let noop = LogEntry::from_decided(1, &Value::Noop, true);
-        assert_eq!(entry_plain(&noop), "       1  noop");
-        assert_eq!(chat_line(&noop), None);
-        assert_eq!(
-            chat_line(&LogEntry::from_decided(2, &msg(1, 1, "x"), false)),
-            None
-        );
     }
 
     #[test]
@@ -306,10 +214,11 @@ mod tests {
             .accepted
             .insert(5, (Ballot::new(1, 1), msg(9, 9, "undecided")));
         let log = applied_log(&state);
-        let kinds: Vec<_> = log.iter().map(|e| (e.slot, kind_name(&e.kind))).collect();
+        let kinds: Vec<_> = log.iter().map(|e| (e.slot, e.kind.clone())).collect();
+        use LogEntryKind::{Dup, Msg, Noop};
         assert_eq!(
             kinds,
-            vec![(0, "msg"), (1, "noop"), (2, "msg"), (3, "dup"), (4, "msg")]
+            vec![(0, Msg), (1, Noop), (2, Msg), (3, Dup), (4, Msg)]
         );
         assert_eq!(log[3].id, Some(id(1, 1)));
         assert!(applied_log(&PersistentState::default()).is_empty());
@@ -342,13 +251,12 @@ mod tests {
         }
         let (meta, log) = read_offline_log(&node).unwrap();
         assert_eq!(meta.uid, 0);
-        let lines: Vec<String> = log.iter().map(entry_json).collect();
         assert_eq!(
-            lines,
+            log,
             vec![
-                r#"{"slot":0,"kind":"msg","id":"7:1","body":"hello"}"#,
-                r#"{"slot":1,"kind":"noop","id":"","body":""}"#,
-                r#"{"slot":2,"kind":"dup","id":"7:1","body":"hello"}"#,
+                LogEntry::from_decided(0, &msg(7, 1, "hello"), true),
+                LogEntry::from_decided(1, &Value::Noop, true),
+                LogEntry::from_decided(2, &msg(7, 1, "hello"), false),
             ]
         );
         // The cluster's data dir instead of the replica's: the error points to node-0.

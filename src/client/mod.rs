@@ -5,10 +5,16 @@
 //! - **Request ids.** A client picks a random `client_id` once and numbers its requests
 //!   `seq = 1, 2, ...` ([`RequestId`]). A retry of the same message, to the same or
 //!   another replica, reuses the same id, so the cluster applies it once.
-//! - **Leader discovery.** [`Client::submit`] starts at the last replica that committed
-//!   for it (uid 0 on a fresh client, the initial leader), follows `NotLeader` hints,
-//!   and moves to the next replica on a `NotLeader` without a hint, a timeout or a
-//!   connection error, with a small jittered backoff after each unsuccessful round.
+//! - **Leader discovery.** [`Client::submit`] starts at the replica it believes leads
+//!   (the last one that committed for it, or the last `NotLeader` hint; uid 0 on a fresh
+//!   client, the initial leader), follows `NotLeader` hints, and moves to the next
+//!   replica on a `NotLeader` without a hint, a timeout or a connection error, with a
+//!   small jittered backoff after each unsuccessful round. A refused connection costs
+//!   nothing, so it is followed by the next replica at once, and a replica that refused
+//!   within [`REFUSED_SKIP`] is tried after the others.
+//! - **Fail fast.** When every replica refuses the connection in one round (no daemon
+//!   is running), the submit fails at once with [`ClientError::Refused`] naming each
+//!   address, instead of waiting out its deadline.
 //! - **Timeouts.** Each attempt is bounded by [`ClientOptions::attempt_timeout`] (by
 //!   default 4x the config's `timeout_ms`: long enough for a leader to retransmit an
 //!   Accept once); the whole submit by [`ClientOptions::deadline`] (10 s), after which it
@@ -20,18 +26,15 @@
 //!   is set by the transport); any error or timeout drops it, since a half-read answer
 //!   leaves it out of step.
 //!
-//! The other modules build `paxosctl`'s commands on top of this:
-//! [`log`] (applied chat log: network paging, following, offline store reading, line
-//! formats), [`status`] (concurrent status of every replica), [`bench`] (load generator,
-//! percentiles, SVG plot), [`local`] (a local cluster of `paxosd` children for
-//! `paxosctl run`).
+//! Beside it: [`log`] (the applied chat log: network paging, following, offline store
+//! reading) and [`status`] (the concurrent status of every replica). `paxosctl`'s
+//! commands and their rendering live in [`crate::ctl`], above this library; nothing here
+//! prints.
 //!
 //! Not implemented: pipelining several requests on one connection (the client protocol
 //! answers one request at a time per connection), and reads with linearizable guarantees
 //! (a replica answers reads from its own applied log).
 
-pub mod bench;
-pub mod local;
 pub mod log;
 pub mod snapshot;
 pub mod status;
@@ -43,7 +46,6 @@ use crate::transport::ClientLink;
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Default bound on one whole [`Client::submit`].
@@ -57,6 +59,8 @@ pub const CONNECT_TIMEOUT_MAX: Duration = Duration::from_millis(1000);
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Largest backoff between rounds of attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A replica that refused a connection this recently is tried after the others.
+pub const REFUSED_SKIP: Duration = Duration::from_secs(2);
 
 /// Errors of the client library. Every one names what failed and where.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,12 @@ pub enum ClientError {
     NoQuorum {
         waited: Duration,
         /// What each replica last answered, e.g. `replica 1 (127.0.0.1:7102): timed out`.
+        tried: String,
+    },
+    /// Every replica refused the connection: no daemon is listening at any address.
+    #[error("every replica refused the connection: {tried}")]
+    Refused {
+        /// `replica 0 (127.0.0.1:7101): connection refused; ...`
         tried: String,
     },
     /// The cluster refused the request for good (e.g. too large); retrying will not help.
@@ -112,6 +122,9 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
+    /// First pause after an unsuccessful round ([`BACKOFF_MIN`]); doubles up to
+    /// [`BACKOFF_MAX`].
+    pub backoff_min: Duration,
 }
 
 impl ClientOptions {
@@ -125,56 +138,17 @@ impl ClientOptions {
             deadline: DEADLINE_DEFAULT,
             attempt_timeout,
             connect_timeout: attempt_timeout.min(CONNECT_TIMEOUT_MAX),
+            backoff_min: BACKOFF_MIN,
         }
     }
-}
-
-/// Where the configuration came from (see [`select_config`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// `--config FILE`.
-    Explicit(PathBuf),
-    /// `config.toml` in the working directory.
-    WorkingDir(PathBuf),
-    /// [`Config::embedded_default`]: 3 replicas on 127.0.0.1:7101..=7103.
-    Embedded,
-}
-
-impl fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigSource::Explicit(path) | ConfigSource::WorkingDir(path) => {
-                write!(f, "{}", path.display())
-            }
-            ConfigSource::Embedded => write!(f, "the embedded default (127.0.0.1:7101..)"),
-        }
-    }
-}
-
-/// The configuration a command uses: `explicit` if given, else `config.toml` in `cwd` if
-/// it exists, else the embedded default. A file that exists but is invalid is an error
-/// naming the field, never silently replaced by the default.
-pub fn select_config(
-    explicit: Option<&Path>,
-    cwd: &Path,
-) -> Result<(Config, ConfigSource), ClientError> {
-    if let Some(path) = explicit {
-        return Ok((
-            Config::load(path)?,
-            ConfigSource::Explicit(path.to_path_buf()),
-        ));
-    }
-    let local = cwd.join("config.toml");
-    if local.is_file() {
-        return Ok((Config::load(&local)?, ConfigSource::WorkingDir(local)));
-    }
-    Ok((Config::embedded_default(), ConfigSource::Embedded))
 }
 
 /// What one attempt at a replica came to, for the [`ClientError::NoQuorum`] message.
 #[derive(Clone, Debug)]
 enum Outcome {
     NotLeader(Option<Uid>),
+    /// The connection was refused (nothing listens there).
+    Refused,
     ServerError(String),
     Failed(String),
     TimedOut,
@@ -186,6 +160,7 @@ impl fmt::Display for Outcome {
             Outcome::NotLeader(Some(leader)) => write!(f, "not leader (points to {leader})"),
             Outcome::NotLeader(None) => write!(f, "not leader (leader unknown)"),
             Outcome::ServerError(reason) => write!(f, "could not decide: {reason}"),
+            Outcome::Refused => write!(f, "connection refused"),
             Outcome::Failed(reason) => write!(f, "{reason}"),
             Outcome::TimedOut => write!(f, "no answer in time"),
         }
@@ -200,12 +175,15 @@ pub struct Client {
     client_id: u64,
     /// The seq of the next new request (starts at 1).
     next_seq: u64,
-    /// The replica that last committed for us; submits start there.
+    /// The replica believed to lead (it committed for us, or a replica pointed to it);
+    /// submits start there.
     leader: Option<Uid>,
     links: HashMap<Uid, ClientLink>,
     /// The TLS context from the config's `[tls]`, built at the first connect
     /// (`Some(None)`: plaintext).
     tls: Option<Option<std::sync::Arc<crate::transport::TlsContext>>>,
+    /// When each replica last refused a connection.
+    refused_at: HashMap<Uid, Instant>,
 }
 
 impl Client {
@@ -225,6 +203,7 @@ impl Client {
             leader: None,
             links: HashMap::new(),
             tls: None,
+            refused_at: HashMap::new(),
         }
     }
 
@@ -240,7 +219,7 @@ impl Client {
         &self.options
     }
 
-    /// The replica believed to lead, if any committed for this client yet.
+    /// The replica believed to lead, if known.
     pub fn leader(&self) -> Option<Uid> {
         self.leader
     }
@@ -271,9 +250,12 @@ impl Client {
         let started = Instant::now();
         let deadline = started + self.options.deadline;
         let replicas = self.config.replicas().max(1) as Uid;
-        let mut target = self.leader.unwrap_or(0) % replicas;
+        let mut target = match self.leader {
+            Some(leader) => leader % replicas,
+            None => self.next_candidate(replicas - 1),
+        };
         let mut tried: BTreeMap<Uid, Outcome> = BTreeMap::new();
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = self.options.backoff_min;
         // Hops since the last backoff: after a whole round without success, back off.
         let mut hops: u32 = 0;
         let request = ClientRequest::Submit {
@@ -313,6 +295,7 @@ impl Client {
                     Outcome::Failed(format!("unexpected answer to a submit: {other:?}"))
                 }
                 Err(CallError::TimedOut) => Outcome::TimedOut,
+                Err(CallError::Refused) => Outcome::Refused,
                 Err(CallError::Failed(reason)) => Outcome::Failed(reason),
             };
             tracing::debug!(%id, target, outcome = %outcome, "submit attempt");
@@ -324,24 +307,48 @@ impl Client {
                 Outcome::ServerError(_) => Some(target),
                 _ => None,
             };
+            let refused = matches!(outcome, Outcome::Refused);
             tried.insert(target, outcome);
+            if tried.len() == replicas as usize
+                && tried.values().all(|o| matches!(o, Outcome::Refused))
+            {
+                return Err(ClientError::Refused {
+                    tried: self.describe_tried(&tried),
+                });
+            }
             hops += 1;
             let follow_hint = matches!(next, Some(n) if n != target);
-            target = next.unwrap_or((target + 1) % replicas);
-            if !follow_hint {
-                self.leader = None;
-            }
-            // Follow hints at once, but back off after a failure or a whole round of
-            // hints (replicas pointing at each other during an election).
-            if !follow_hint || hops >= replicas {
+            target = match next {
+                Some(next) => next,
+                None => self.next_candidate(target),
+            };
+            self.leader = follow_hint.then_some(target);
+            // Follow hints and refusals at once, but back off after another failure or a
+            // whole round (replicas pointing at each other during an election).
+            if (!follow_hint && !refused) || hops >= replicas {
                 hops = 0;
                 let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
                 let pause = backoff + Duration::from_millis(jitter);
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(pause.min(left)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                backoff = (backoff * 2).min(BACKOFF_MAX.max(self.options.backoff_min));
             }
         }
+    }
+
+    /// The replica to try after `after`: the next one in uid order that has not refused
+    /// a connection within [`REFUSED_SKIP`], else simply the next one.
+    fn next_candidate(&self, after: Uid) -> Uid {
+        let replicas = self.config.replicas().max(1) as Uid;
+        let recently_refused = |uid: &Uid| {
+            self.refused_at
+                .get(uid)
+                .is_some_and(|at| at.elapsed() < REFUSED_SKIP)
+        };
+        (1..=replicas)
+            .map(|step| (after + step) % replicas)
+            .find(|uid| !recently_refused(uid))
+            .unwrap_or((after + 1) % replicas)
     }
 
     /// Replica `uid`'s status (role, ballot, decided prefix, ...).
@@ -400,10 +407,21 @@ impl Client {
                 self.tls = Some(tls);
             }
             let tls = self.tls.clone().flatten();
-            let link =
-                ClientLink::connect_to(addr, connect_timeout, tls.as_deref().map(|t| (t, uid)))
-                    .await
-                    .map_err(|e| CallError::Failed(connect_reason(&e)))?;
+            let link = match ClientLink::connect_to(
+                addr,
+                connect_timeout,
+                tls.as_deref().map(|t| (t, uid)),
+            )
+            .await
+            {
+                Ok(link) => link,
+                Err(e) if is_refused(&e) => {
+                    self.refused_at.insert(uid, Instant::now());
+                    return Err(CallError::Refused);
+                }
+                Err(e) => return Err(CallError::Failed(connect_reason(&e))),
+            };
+            self.refused_at.remove(&uid);
             self.links.insert(uid, link);
         }
         let left = budget.saturating_sub(started.elapsed());
@@ -432,6 +450,7 @@ impl Client {
             addr: self.addr_of(uid),
             reason: match e {
                 CallError::TimedOut => "no answer in time".to_string(),
+                CallError::Refused => "connection refused".to_string(),
                 CallError::Failed(reason) => reason,
             },
         }
@@ -468,7 +487,12 @@ impl Client {
 #[derive(Debug)]
 enum CallError {
     TimedOut,
+    Refused,
     Failed(String),
+}
+
+fn is_refused(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// A connect error as a short reason: `connection refused` rather than the whole chain.
@@ -495,35 +519,6 @@ mod tests {
         assert_eq!(secs(Duration::from_secs(10)), "10s");
         assert_eq!(secs(Duration::from_millis(2500)), "2.5s");
         assert_eq!(secs(Duration::from_millis(300)), "300ms");
-    }
-
-    #[test]
-    fn config_selection_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (config, source) = select_config(None, dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::Embedded);
-        assert_eq!(config, Config::embedded_default());
-
-        let local = dir.path().join("config.toml");
-        std::fs::write(&local, Config::generate(2, 0.0, 500, 9000).to_toml_string()).unwrap();
-        let (config, source) = select_config(None, dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::WorkingDir(local.clone()));
-        assert_eq!(config.replicas(), 5);
-
-        let other = dir.path().join("other.toml");
-        std::fs::write(&other, Config::generate(0, 0.0, 500, 9100).to_toml_string()).unwrap();
-        let (config, source) = select_config(Some(&other), dir.path()).unwrap();
-        assert_eq!(source, ConfigSource::Explicit(other));
-        assert_eq!(config.replicas(), 1);
-
-        // An invalid local file is an error naming the field, not the default.
-        std::fs::write(&local, "f = 1\ntimeout_ms = \"x\"\n").unwrap();
-        let err = select_config(None, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("timeout_ms"), "{err}");
-        let err = select_config(Some(&dir.path().join("missing.toml")), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("missing.toml"), "{err}");
     }
 
     #[test]
@@ -654,8 +649,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_quorum_names_the_deadline_and_every_replica() {
+    async fn every_replica_refusing_fails_at_once_naming_each() {
         let config = config_on(&[dead_port().await, dead_port().await, dead_port().await]);
+        let addrs: Vec<String> = config.replica.iter().map(|r| r.addr.clone()).collect();
+        let mut client = Client::new(config);
+        let started = Instant::now();
+        let err = client.submit("x").await.unwrap_err();
+        // Not the 10 s deadline: no backoff between refusals either.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, ClientError::Refused { .. }), "{err}");
+        let text = err.to_string();
+        for (uid, addr) in addrs.iter().enumerate() {
+            assert!(
+                text.contains(&format!("replica {uid} ({addr}): connection refused")),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn no_quorum_names_the_deadline_and_every_replica() {
+        // One replica accepts but never answers; the others refuse.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let config = config_on(&[dead_port().await, port, dead_port().await]);
         let options = ClientOptions {
             deadline: Duration::from_millis(300),
             ..ClientOptions::from_config(&config)
@@ -669,9 +690,41 @@ mod tests {
             text.starts_with("no quorum answered within 300ms: tried "),
             "{text}"
         );
-        for uid in 0..3 {
-            assert!(text.contains(&format!("replica {uid} (")), "{text}");
-        }
+        // The silent replica held the whole 300 ms: replica 2 was never reached.
+        assert!(text.contains("replica 0 ("), "{text}");
         assert!(text.contains("connection refused"), "{text}");
+        assert!(text.contains("replica 1 ("), "{text}");
+        assert!(text.contains("no answer in time"), "{text}");
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn dead_replicas_cost_no_backoff_and_are_skipped_later() {
+        let leader = fake_replica(|id| {
+            vec![ClientResponse::Submit(SubmitReply::Committed {
+                id,
+                slot: 3,
+            })]
+        })
+        .await;
+        let config = config_on(&[dead_port().await, dead_port().await, leader]);
+        let options = ClientOptions {
+            // One backoff would cost 5 s: the test fails if one is taken.
+            backoff_min: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            ..ClientOptions::from_config(&config)
+        };
+        let mut client = Client::with_options(config, options);
+        let started = Instant::now();
+        client.submit("a").await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(client.leader(), Some(2));
+        // The leader is forgotten; the replicas that refused are still skipped.
+        client.leader = None;
+        assert_eq!(client.next_candidate(2), 2);
     }
 }

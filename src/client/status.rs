@@ -1,12 +1,11 @@
-//! `paxosctl status`: every replica's view of itself, asked concurrently with short
+//! The cluster's status: every replica's view of itself, asked concurrently with short
 //! timeouts so that a down replica costs at most [`STATUS_CONNECT_TIMEOUT`] +
-//! [`STATUS_TIMEOUT`], and rendered as a table or one JSON object a replica.
+//! [`STATUS_TIMEOUT`]. Rendering (table, JSON) is `crate::ctl::status`'s.
 
 use crate::config::Config;
 use crate::core::{Role, Slot, Uid};
 use crate::transport::wire::{ClientRequest, ClientResponse, StatusReport};
 use crate::transport::ClientLink;
-use serde::Serialize;
 use std::time::Duration;
 
 /// Connect timeout of a status query (an unreachable replica must come back fast).
@@ -24,8 +23,19 @@ pub struct ReplicaView {
     pub report: Result<StatusReport, String>,
 }
 
-/// Asks every replica of `config` for its status, concurrently.
+/// Asks every replica of `config` for its status, concurrently, with the default
+/// timeouts.
 pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
+    cluster_status_within(config, STATUS_CONNECT_TIMEOUT, STATUS_TIMEOUT).await
+}
+
+/// Asks every replica of `config` for its status, concurrently: a connect may take
+/// `connect_timeout`, the answer `answer_timeout`.
+pub async fn cluster_status_within(
+    config: &Config,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
+) -> Vec<ReplicaView> {
     let mut tasks = Vec::new();
     let tls = crate::transport::TlsContext::for_client(config).map_err(|e| e.to_string());
     for (uid, replica) in config.replica.iter().enumerate() {
@@ -35,7 +45,15 @@ pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
         let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let report = match (target, tls) {
-                (Ok(target), Ok(tls)) => query(target, tls.as_deref().map(|t| (t, uid))).await,
+                (Ok(target), Ok(tls)) => {
+                    query(
+                        target,
+                        tls.as_deref().map(|t| (t, uid)),
+                        connect_timeout,
+                        answer_timeout,
+                    )
+                    .await
+                }
                 (_, Err(e)) => Err(e),
                 (Err(e), _) => Err(e.to_string()),
             };
@@ -56,8 +74,10 @@ pub async fn cluster_status(config: &Config) -> Vec<ReplicaView> {
 async fn query(
     addr: std::net::SocketAddr,
     tls: Option<(&crate::transport::TlsContext, Uid)>,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
 ) -> Result<StatusReport, String> {
-    let mut link = ClientLink::connect_to(addr, STATUS_CONNECT_TIMEOUT, tls)
+    let mut link = ClientLink::connect_to(addr, connect_timeout, tls)
         .await
         .map_err(|e| match &e {
             crate::Error::Io { source, .. }
@@ -70,7 +90,7 @@ async fn query(
             }
             _ => e.to_string(),
         })?;
-    match tokio::time::timeout(STATUS_TIMEOUT, link.call(&ClientRequest::Status)).await {
+    match tokio::time::timeout(answer_timeout, link.call(&ClientRequest::Status)).await {
         Ok(Ok(ClientResponse::Status(report))) => Ok(report),
         Ok(Ok(ClientResponse::Error { reason })) => Err(reason),
         Ok(Ok(other)) => Err(format!("unexpected answer: {other:?}")),
@@ -79,195 +99,86 @@ async fn query(
     }
 }
 
-/// `leader`, `follower` or `candidate`.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-    }
+/// What the views say about the cluster as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Replicas in the config.
+    pub replicas: usize,
+    /// Replicas that answered.
+    pub reachable: usize,
+    /// `f + 1`: how many must answer for the cluster to make progress.
+    pub quorum: usize,
+    /// The leader that a reachable replica reports being, or else points to.
+    pub leader: Option<Uid>,
+    /// The highest decided prefix among the reachable replicas.
+    pub decided_max: Slot,
 }
 
-/// One `--json` line: `{"uid":0,"reachable":true,"role":"leader",
-/// "ballot":[round,uid],"decided":N}`, with nulls for an unreachable replica.
-#[derive(Debug, Serialize)]
-struct StatusJson {
-    uid: Uid,
-    reachable: bool,
-    role: Option<&'static str>,
-    ballot: Option<(u64, Uid)>,
-    decided: Option<Slot>,
-}
-
-/// The `--json` line of one replica (no trailing newline).
-pub fn status_json(view: &ReplicaView) -> String {
-    let line = match &view.report {
-        Ok(report) => StatusJson {
-            uid: view.uid,
-            reachable: true,
-            role: Some(role_name(report.status.role)),
-            ballot: Some((report.status.ballot.round, report.status.ballot.uid)),
-            decided: Some(report.status.decided_upto),
-        },
-        Err(_) => StatusJson {
-            uid: view.uid,
-            reachable: false,
-            role: None,
-            ballot: None,
-            decided: None,
-        },
-    };
-    // Plain integers, strings and options: cannot fail.
-    serde_json::to_string(&line).unwrap_or_default()
-}
-
-/// The plain table: uid, address, role, ballot, decided prefix, lag behind the most
-/// advanced reachable replica, reachable (with the reason when not).
-pub fn status_table(views: &[ReplicaView]) -> String {
-    let max_decided = views
-        .iter()
-        .filter_map(|v| v.report.as_ref().ok())
-        .map(|r| r.status.decided_upto)
-        .max()
-        .unwrap_or(0);
-    let header = [
-        "UID",
-        "ADDRESS",
-        "ROLE",
-        "BALLOT",
-        "DECIDED",
-        "LAG",
-        "LEADER",
-        "REACHABLE",
-    ];
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for view in views {
-        let row = match &view.report {
-            Ok(report) => {
-                let s = &report.status;
-                vec![
-                    view.uid.to_string(),
-                    view.addr.clone(),
-                    role_name(s.role).to_string(),
-                    s.ballot.to_string(),
-                    s.decided_upto.to_string(),
-                    (max_decided - s.decided_upto.min(max_decided)).to_string(),
-                    s.leader.map_or_else(|| "?".to_string(), |l| l.to_string()),
-                    "true".to_string(),
-                ]
-            }
-            Err(reason) => vec![
-                view.uid.to_string(),
-                view.addr.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                format!("false ({reason})"),
-            ],
-        };
-        rows.push(row);
-    }
-    render_table(&header, &rows)
-}
-
-/// An ASCII table in the style of `etcdctl endpoint status -w table`.
-fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+impl Health {
+    /// Summarizes `views` (one per replica of a config of `views.len()` replicas).
+    pub fn of(views: &[ReplicaView]) -> Health {
+        let up: Vec<&StatusReport> = views
+            .iter()
+            .filter_map(|v| v.report.as_ref().ok())
+            .collect();
+        let leader = up
+            .iter()
+            .find(|r| r.status.role == Role::Leader)
+            .map(|r| r.status.uid)
+            .or_else(|| up.iter().find_map(|r| r.status.leader));
+        Health {
+            replicas: views.len(),
+            reachable: up.len(),
+            quorum: views.len() / 2 + 1,
+            leader,
+            decided_max: up.iter().map(|r| r.status.decided_upto).max().unwrap_or(0),
         }
     }
-    let rule: String = widths
-        .iter()
-        .map(|w| format!("+{}", "-".repeat(w + 2)))
-        .collect::<String>()
-        + "+\n";
-    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
-        let mut out = String::new();
-        for (cell, width) in cells.zip(&widths) {
-            let pad = width - cell.chars().count();
-            out.push_str(&format!("| {cell}{} ", " ".repeat(pad)));
-        }
-        out + "|\n"
-    };
-    let mut out = rule.clone();
-    out.push_str(&line(&mut header.iter().copied()));
-    out.push_str(&rule);
-    for row in rows {
-        out.push_str(&line(&mut row.iter().map(String::as_str)));
+
+    /// A quorum answered.
+    pub fn has_quorum(&self) -> bool {
+        self.reachable >= self.quorum
     }
-    out.push_str(&rule);
-    out
+
+    /// A quorum answered and a leader is known: the cluster can commit.
+    pub fn is_healthy(&self) -> bool {
+        self.has_quorum() && self.leader.is_some()
+    }
+
+    /// Why the cluster is unhealthy, naming each unreachable replica and its reason;
+    /// `None` when healthy.
+    pub fn problem(&self, views: &[ReplicaView]) -> Option<String> {
+        let down: Vec<String> = views
+            .iter()
+            .filter_map(|v| {
+                v.report
+                    .as_ref()
+                    .err()
+                    .map(|reason| format!("replica {} ({}): {reason}", v.uid, v.addr))
+            })
+            .collect();
+        if !self.has_quorum() {
+            Some(format!(
+                "no quorum: {} of {} replicas answered, a quorum is {}; {}",
+                self.reachable,
+                self.replicas,
+                self.quorum,
+                down.join("; ")
+            ))
+        } else if self.leader.is_none() {
+            Some(format!(
+                "no leader known: {} of {} replicas answered and none leads or knows a leader",
+                self.reachable, self.replicas
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Ballot, ReplicaStatus};
-
-    fn up(uid: Uid, role: Role, decided: Slot) -> ReplicaView {
-        ReplicaView {
-            uid,
-            addr: format!("127.0.0.1:710{}", uid + 1),
-            report: Ok(StatusReport {
-                status: ReplicaStatus {
-                    uid,
-                    role,
-                    ballot: Ballot::new(3, 1),
-                    leader: Some(1),
-                    decided_upto: decided,
-                },
-                addr: format!("127.0.0.1:710{}", uid + 1),
-                last_slot: None,
-            }),
-        }
-    }
-
-    fn down(uid: Uid) -> ReplicaView {
-        ReplicaView {
-            uid,
-            addr: "127.0.0.1:7103".into(),
-            report: Err("connection refused".into()),
-        }
-    }
-
-    #[test]
-    fn json_lines_have_the_documented_shape() {
-        assert_eq!(
-            status_json(&up(1, Role::Leader, 12)),
-            r#"{"uid":1,"reachable":true,"role":"leader","ballot":[3,1],"decided":12}"#
-        );
-        assert_eq!(
-            status_json(&down(2)),
-            r#"{"uid":2,"reachable":false,"role":null,"ballot":null,"decided":null}"#
-        );
-    }
-
-    #[test]
-    fn table_shows_lag_and_unreachable() {
-        let table = status_table(&[up(0, Role::Follower, 9), up(1, Role::Leader, 12), down(2)]);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 7, "{table}");
-        assert!(
-            lines[1].contains("UID") && lines[1].contains("LAG"),
-            "{table}"
-        );
-        assert!(
-            lines[3].contains("follower") && lines[3].contains("| 3 "),
-            "{table}"
-        );
-        assert!(
-            lines[4].contains("leader") && lines[4].contains("(3,1)"),
-            "{table}"
-        );
-        assert!(lines[5].contains("false (connection refused)"), "{table}");
-        // Every line has the same width.
-        assert!(lines.iter().all(|l| l.len() == lines[0].len()), "{table}");
-    }
-
     #[tokio::test]
     async fn unreachable_replicas_come_back_fast() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

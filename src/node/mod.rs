@@ -102,16 +102,7 @@ impl Node {
     pub async fn open(options: NodeOptions) -> Result<Node> {
         let config = &options.config;
         let uid = options.uid;
-        if uid as usize >= config.replicas() {
-            return Err(Error::config(
-                "uid",
-                format!(
-                    "{uid} is out of range: the config has {} replicas (uids 0..{})",
-                    config.replicas(),
-                    config.replicas()
-                ),
-            ));
-        }
+        config.check_uid(uid)?;
         let addr = config.replica_addr(uid)?;
         // TLS (or the plaintext rule) before anything else: a bad [tls] refuses to start.
         let tls = crate::transport::tls::TlsContext::for_replica(config, uid)?;

@@ -11,7 +11,7 @@
 //! Children run in their own process group, so a terminal's Ctrl-C reaches `paxosctl`
 //! only, which then stops them in order.
 
-use super::{Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::config::{Config, BASE_PORT_DEFAULT};
 use crate::core::{Slot, Uid};
 use rand::seq::SliceRandom;
@@ -287,20 +287,34 @@ pub fn random_message(n: usize, seq: u64) -> String {
     format!("client {n} #{seq}: {}", words.join(" "))
 }
 
-/// One automatic client of `paxosctl run`: submits random messages one after another
-/// and reports each outcome as a line (`client 3: "..." -> slot 17`) through `print`.
-/// Runs until the task is dropped; a failed submit is reported and the next one tried
-/// after `pause`.
-pub async fn auto_client(n: usize, config: Config, pause: Duration, print: impl Fn(String)) {
+/// What an automatic client did with one message.
+#[derive(Clone, Debug)]
+pub enum AutoEvent {
+    Committed { body: String, slot: Slot },
+    Failed { body: String, error: String },
+}
+
+/// One automatic client of `paxosctl run` (number `n`): submits random messages one
+/// after another and reports each outcome through `report`. Runs until the task is
+/// dropped; after a failed submit it waits 500 ms, after each message `pause`.
+pub async fn auto_client(
+    n: usize,
+    config: Config,
+    pause: Duration,
+    report: impl Fn(AutoEvent) + Send,
+) {
     let mut client = Client::new(config);
     let mut count = 0;
     loop {
         count += 1;
         let body = random_message(n, count);
         match client.submit(&body).await {
-            Ok((_, slot)) => print(format!("client {n}: {body:?} -> slot {slot}")),
+            Ok((_, slot)) => report(AutoEvent::Committed { body, slot }),
             Err(e) => {
-                print(format!("client {n}: {body:?} failed: {e}"));
+                report(AutoEvent::Failed {
+                    body,
+                    error: e.to_string(),
+                });
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -1,4 +1,5 @@
-//! `paxosctl bench`: a closed-loop load generator. N tasks, each with its own
+//! `paxosctl bench`: a closed-loop load generator, its progress bar, final JSON line and
+//! SVG plot. N tasks, each with its own
 //! [`Client`], submit one `size`-byte message after another for `duration`; the caller
 //! sees progress every [`TICK`], and gets throughput per tick, every latency and the
 //! error count at the end ([`BenchReport`]), which renders as one JSON line
@@ -7,12 +8,13 @@
 //! Bounded: each task has one request in flight; a submit still running at the end is
 //! cut off after one attempt timeout past the end and counted as an error.
 
-use super::{Client, ClientError};
+use super::{escape, out, seconds, CtlError, Format, Globals};
+use crate::client::Client;
 use crate::config::Config;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,85 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_millis(100);
 /// Pause of a task after a failed submit, so a refusing cluster is not spun on.
 const ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Load the cluster and report throughput and latency percentiles
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  paxosctl bench --clients 16 --duration 10 --size 100\n  paxosctl bench --clients 64 --duration 30 --size 1000 --plot bench.svg\n\nProgress goes to stderr; stdout gets one line:\n{\"ops_per_s\":..,\"p50_ms\":..,\"p90_ms\":..,\"p99_ms\":..,\"max_ms\":..,\"errors\":..}"
+)]
+pub struct Bench {
+    /// Concurrent clients, each with one request in flight
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub clients: usize,
+    /// Seconds to run
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Message size in bytes
+    #[arg(long, value_name = "B", default_value_t = 100)]
+    pub size: usize,
+    /// Write an SVG of throughput over time and the latency CDF
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+impl Bench {
+    pub async fn run(&self, globals: &Globals) -> Result<(), CtlError> {
+        // The final line is JSON whichever is asked for.
+        globals.format("bench", &[Format::Simple, Format::Json], Format::Simple)?;
+        let config = globals.load_config()?;
+        let duration = seconds(self.duration, "--duration")?;
+        if self.clients == 0 {
+            return Err(CtlError::Usage("--clients must be at least 1".into()));
+        }
+        let options = BenchOptions {
+            clients: self.clients,
+            duration,
+            size_bytes: self.size,
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(duration.as_millis() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let report = run_bench(&config, &options, |p| {
+            bar.set_position(p.elapsed.as_millis() as u64);
+            bar.set_message(format!(
+                "{} commits, {:.0} ops/s, {} errors",
+                p.ops, p.ops_per_s, p.errors
+            ));
+        })
+        .await;
+        bar.finish();
+        let summary = report.summary();
+        out(&summary.to_json_line())?;
+        if let Some(error) = &report.first_error {
+            eprintln!(
+                "bench: {} errors; the first: {}",
+                report.errors,
+                escape(error)
+            );
+        }
+        if let Some(path) = &self.plot {
+            let title = format!(
+                "paxos bench: {} clients, {} B messages, {:.0} ops/s",
+                self.clients, self.size, summary.ops_per_s
+            );
+            plot_svg(&report, path, &title).map_err(CtlError::Failed)?;
+            eprintln!("wrote {}", path.display());
+        }
+        if report.ops == 0 {
+            let why = report.first_error.as_deref().unwrap_or("no error either");
+            return Err(CtlError::Failed(format!(
+                "no message was committed: {}",
+                escape(why)
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -144,13 +225,14 @@ pub async fn run_bench(
                     Ok(Err(e)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error.get_or_insert_with(|| e.to_string());
-                        if matches!(e, ClientError::Rejected { .. }) {
-                            tokio::time::sleep(ERROR_PAUSE).await;
-                        }
+                        // Rejected or refused come back at once: do not spin on them.
+                        tokio::time::sleep(ERROR_PAUSE).await;
                     }
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        first_error.get_or_insert_with(|| "cut off at the end".to_string());
+                        first_error.get_or_insert_with(|| {
+                            "a submit still unanswered when the run ended was cut off".to_string()
+                        });
                     }
                 }
             }

@@ -14,6 +14,10 @@
 //! 3. `1 <= heartbeat_ms < timeout_ms`.
 //! 4. `0 <= loss < 1` (a loss of 1 would make progress impossible).
 //!
+//! Files: this one (the `Config` type, defaults, validation, rendering) and
+//! `toml_path.rs` (mapping a TOML error's byte span to the field path and line a person
+//! looks for).
+//!
 //! The cluster identity ([`Config::cluster_id`]) is a hash of the ordered replica address
 //! list: changing the member list makes a different cluster, whose replicas refuse to talk
 //! to the old one (and whose stores refuse the old data).
@@ -25,8 +29,9 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+mod toml_path;
 
 /// Default failure-detection timeout (ms).
 pub const TIMEOUT_MS_DEFAULT: u64 = 500;
@@ -106,7 +111,7 @@ impl Config {
     /// Parses and validates TOML `text`; `origin` (a file name) is quoted in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let config: Config =
-            toml::from_str(text).map_err(|e| toml_error_to_config(text, origin, &e))?;
+            toml::from_str(text).map_err(|e| toml_path::toml_error_to_config(text, origin, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -229,6 +234,7 @@ impl Config {
              # Every replica and client of one cluster must use the same file: the\n\
              # cluster id is a hash of the [[replica]] address list, so changing the\n\
              # member list (or its order) makes a different cluster.\n\
+             # `paxosctl gen-config -f F` writes a file like this one for other shapes.\n\
              \n\
              # Failures tolerated; there must be exactly 2f+1 [[replica]] tables below.\n\
              f = {}\n\
@@ -243,7 +249,8 @@ impl Config {
              # Probability in [0, 1) of dropping each outbound peer message (testing).\n\
              loss = {}\n\
              \n\
-             # Replica <uid> stores its data in <data_dir>/node-<uid>.\n\
+             # Replica <uid> stores its data in <data_dir>/node-<uid>. A relative path is\n\
+             # relative to the working directory of paxosd.\n\
              data_dir = {}",
             self.f,
             self.f,
@@ -331,19 +338,30 @@ impl Config {
         }
     }
 
+    /// Checks that `uid` names a replica of this config: the one check every caller
+    /// (`paxosd --uid`, `Node::open`, `paxosctl dump-log --uid`) uses, so all say the same:
+    /// `uid 5 is out of range: the config has 3 replicas (uids 0..=2)`.
+    pub fn check_uid(&self, uid: Uid) -> Result<()> {
+        let n = self.replica.len();
+        if (uid as usize) < n {
+            return Ok(());
+        }
+        let range = match n {
+            0 => "none".to_string(),
+            1 => "uid 0 only".to_string(),
+            n => format!("uids 0..={}", n - 1),
+        };
+        Err(Error::config(
+            "uid",
+            format!("uid {uid} is out of range: the config has {n} replicas ({range})"),
+        ))
+    }
+
     /// The socket address of replica `uid`; an error names `uid` when it is out of range
-    /// and `replica[uid].addr` when it does not parse.
+    /// ([`Config::check_uid`]) and `replica[uid].addr` when it does not parse.
     pub fn replica_addr(&self, uid: Uid) -> Result<SocketAddr> {
-        let replica = self.replica.get(uid as usize).ok_or_else(|| {
-            Error::config(
-                "uid",
-                format!(
-                    "{uid} is out of range: the config has {} replicas (uids 0..{})",
-                    self.replica.len(),
-                    self.replica.len()
-                ),
-            )
-        })?;
+        self.check_uid(uid)?;
+        let replica = &self.replica[uid as usize];
         replica.addr.trim().parse().map_err(|e| {
             Error::config(
                 format!("replica[{uid}].addr"),
@@ -356,163 +374,6 @@ impl Config {
 /// A path as a quoted TOML string (lossy for non-UTF-8 paths).
 fn toml_string(path: &Path) -> toml::Value {
     toml::Value::String(path.to_string_lossy().into_owned())
-}
-
-/// Turns a toml error into an [`Error::Config`] naming the field at the error's span and
-/// quoting the line it is on.
-fn toml_error_to_config(text: &str, origin: &str, error: &toml::de::Error) -> Error {
-    let message = error
-        .message()
-        .trim()
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let span = error.span();
-    let mut field = span
-        .clone()
-        .and_then(|span| field_at(text, span))
-        .unwrap_or_default();
-    // Unknown and missing fields: the message names the key; the span may only reach
-    // the enclosing table.
-    for prefix in ["unknown field `", "missing field `"] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some(name) = rest.split('`').next() {
-                if prefix.starts_with("missing") {
-                    field = missing_field_path(text, &field, name);
-                } else if !field.ends_with(name) {
-                    field = join_path(&field, name);
-                }
-            }
-        }
-    }
-    let location = match span {
-        Some(span) => {
-            let (line_no, column, line) = line_of(text, span.start);
-            format!(
-                " at {origin} line {line_no}, column {column}: `{}`",
-                line.trim()
-            )
-        }
-        None => format!(" in {origin}"),
-    };
-    if field.is_empty() {
-        // A syntax error, not tied to one field: name the file.
-        Error::config(origin, format!("{message}{location}"))
-    } else {
-        Error::config(field, format!("{message}{location}"))
-    }
-}
-
-fn join_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}.{name}")
-    }
-}
-
-/// 1-based line number, 1-based column and the text of the line holding byte `offset`.
-fn line_of(text: &str, offset: usize) -> (usize, usize, &str) {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line_no = text[..offset].matches('\n').count() + 1;
-    let column = text[start..offset].chars().count() + 1;
-    (line_no, column, &text[start..end])
-}
-
-fn contains(outer: &Option<Range<usize>>, inner: &Range<usize>) -> bool {
-    matches!(outer, Some(o) if o.start <= inner.start && inner.end <= o.end)
-}
-
-/// The dotted path (`replica[1].addr`) of the deepest key whose key or value span holds
-/// `span`, or `None` if the document does not parse or no key matches.
-fn field_at(text: &str, span: Range<usize>) -> Option<String> {
-    let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let mut path = String::new();
-    walk_table(doc.as_table(), &span, &mut path);
-    (!path.is_empty()).then_some(path)
-}
-
-fn walk_table(table: &toml_edit::Table, span: &Range<usize>, path: &mut String) {
-    for (key, item) in table.iter() {
-        let key_span = table.get_key_value(key).and_then(|(k, _)| k.span());
-        if walk_item(key, key_span, item, span, path) {
-            return;
-        }
-    }
-}
-
-/// Appends `key` (and deeper keys) to `path` if `span` lies in this key or its value.
-fn walk_item(
-    key: &str,
-    key_span: Option<Range<usize>>,
-    item: &toml_edit::Item,
-    span: &Range<usize>,
-    path: &mut String,
-) -> bool {
-    use toml_edit::Item;
-    match item {
-        Item::ArrayOfTables(tables) => {
-            for (index, table) in tables.iter().enumerate() {
-                let before = path.len();
-                *path = format!("{}[{index}]", join_path(path, key));
-                let len = path.len();
-                walk_table(table, span, path);
-                if path.len() > len || contains(&table.span(), span) {
-                    return true;
-                }
-                path.truncate(before);
-            }
-            false
-        }
-        Item::Table(table) => {
-            let before = path.len();
-            *path = join_path(path, key);
-            let len = path.len();
-            walk_table(table, span, path);
-            if path.len() > len || contains(&key_span, span) || contains(&table.span(), span) {
-                return true;
-            }
-            path.truncate(before);
-            false
-        }
-        Item::Value(value) => {
-            if contains(&key_span, span) || contains(&value.span(), span) {
-                *path = join_path(path, key);
-                true
-            } else {
-                false
-            }
-        }
-        Item::None => false,
-    }
-}
-
-/// The path of a missing field `name`: a root field the document lacks, else the first
-/// entry lacking it of the `[[table]]` array that `near` (the path at the error's span)
-/// points into.
-fn missing_field_path(text: &str, near: &str, name: &str) -> String {
-    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
-        return join_path(near, name);
-    };
-    let root = doc.as_table();
-    // Only `f` and `replica` have no default at the root.
-    if near.is_empty() || (matches!(name, "f" | "replica") && !root.contains_key(name)) {
-        return name.to_string();
-    }
-    for (key, item) in root.iter() {
-        let in_this_array = near == key || near.starts_with(&format!("{key}["));
-        if let (true, toml_edit::Item::ArrayOfTables(tables)) = (in_this_array, item) {
-            for (index, table) in tables.iter().enumerate() {
-                if !table.contains_key(name) {
-                    return format!("{key}[{index}].{name}");
-                }
-            }
-        }
-    }
-    join_path(near, name)
 }
 
 #[cfg(test)]
@@ -564,10 +425,37 @@ mod tests {
     }
 
     #[test]
-    fn root_config_toml_matches_embedded_default() {
+    fn root_config_toml_is_what_gen_config_writes_for_the_default_cluster() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config, Config::embedded_default());
+        // Byte for byte: values and comments (`paxosctl gen-config -f 1` prints this).
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            Config::embedded_default().to_toml_string(),
+            "regenerate it: cargo run --bin paxosctl -- gen-config -f 1 -o config.toml --force"
+        );
+    }
+
+    #[test]
+    fn check_uid_says_the_range_once_for_everyone() {
+        let config = Config::embedded_default();
+        for uid in 0..3 {
+            config.check_uid(uid).unwrap();
+        }
+        let error = config.check_uid(5).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid config: uid: uid 5 is out of range: the config has 3 replicas (uids 0..=2)"
+        );
+        assert_eq!(field_of(config.replica_addr(3)), "uid");
+        let single = Config::generate(0, 0.0, 500, 7000);
+        assert!(single
+            .check_uid(1)
+            .unwrap_err()
+            .to_string()
+            .ends_with("(uid 0 only)"));
     }
 
     #[test]
