@@ -283,5 +283,20 @@ async fn prometheus_scrapes_a_cluster_through_a_leader_kill() {
         Duration::from_secs(15),
         |r| r.len() == 1 && value_of(&r[0]) == 1.0,
     );
+    // Every query of the Grafana dashboard is PromQL that Prometheus accepts.
+    let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/grafana-dashboard.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$job", ".*");
+            let result = prometheus.query(&expr);
+            assert!(
+                result.is_some(),
+                "dashboard panel {:?}: Prometheus refused `{expr}`",
+                panel["title"]
+            );
+        }
+    }
     eprintln!("prometheus test took {:?}", started.elapsed());
 }
