@@ -16,6 +16,9 @@
 //! 4. on a write error, or when the remote closes the connection (detected by a pending
 //!    read, since the remote never writes on a peer connection), reconnects.
 //!
+//! Each link reports whether it is connected and the frame bytes it wrote (before TLS)
+//! through [`PeerLinks::link_states`], for the metrics.
+//!
 //! Messages queued while a link is down survive one connection attempt (so a quick
 //! reconnect loses nothing); after a failed attempt the queue is emptied, so a dead peer
 //! costs no memory and stale messages are not replayed minutes later.
