@@ -77,6 +77,9 @@ pub struct Config {
 pub struct ReplicaAddr {
     /// `ip:port` the replica listens on, for peers and clients alike.
     pub addr: String,
+    /// `ip:port` where the replica serves Prometheus metrics (`GET /metrics`); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -161,6 +164,7 @@ impl Config {
                 ));
             }
             seen.push(addr);
+            self.metrics_addr(uid as Uid)?;
         }
         if self.heartbeat_ms < 1 {
             return Err(Error::config("heartbeat_ms", "must be at least 1"));
@@ -207,6 +211,7 @@ impl Config {
     pub fn generate(f: usize, loss: f64, timeout_ms: u64, base_port: u16) -> Config {
         let replica = (0..2 * f + 1)
             .map(|i| ReplicaAddr {
+                metrics_addr: None,
                 addr: format!("127.0.0.1:{}", u64::from(base_port) + i as u64),
             })
             .collect();
@@ -287,6 +292,13 @@ impl Config {
                 "\n[[replica]] # uid {uid}\naddr = {}",
                 toml::Value::String(replica.addr.clone())
             );
+            if let Some(metrics_addr) = &replica.metrics_addr {
+                let _ = writeln!(
+                    out,
+                    "metrics_addr = {}",
+                    toml::Value::String(metrics_addr.clone())
+                );
+            }
         }
         if let Some(tls) = &self.tls {
             out.push_str(&tls.to_toml_string());
@@ -355,6 +367,32 @@ impl Config {
             "uid",
             format!("uid {uid} is out of range: the config has {n} replicas ({range})"),
         ))
+    }
+
+    /// Where replica `uid` serves metrics (`None`: off); an error names
+    /// `replica[uid].metrics_addr` when it does not parse or has port 0.
+    pub fn metrics_addr(&self, uid: Uid) -> Result<Option<SocketAddr>> {
+        let Some(text) = self
+            .replica
+            .get(uid as usize)
+            .and_then(|r| r.metrics_addr.as_ref())
+        else {
+            return Ok(None);
+        };
+        let field = format!("replica[{uid}].metrics_addr");
+        let addr: SocketAddr = text.trim().parse().map_err(|e| {
+            Error::config(
+                &field,
+                format!("{text:?} is not an ip:port socket address ({e})"),
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(Error::config(
+                &field,
+                format!("{text:?}: port 0 is not a fixed address"),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     /// The socket address of replica `uid`; an error names `uid` when it is out of range
@@ -468,6 +506,7 @@ mod tests {
         let mut odd = Config::embedded_default();
         odd.data_dir = PathBuf::from("/tmp/a \"quoted\" \\ dir");
         odd.log_dir = Some(PathBuf::from("/var/log/paxos"));
+        odd.replica[1].metrics_addr = Some("127.0.0.1:9101".into());
         configs.push(odd);
         let mut with_tls = Config::embedded_default();
         with_tls.tls = Some(tls::TlsConfig::default());
@@ -539,6 +578,14 @@ mod tests {
             (
                 "replica[0].addr",
                 Box::new(|c| c.replica[0].addr = "127.0.0.1:0".into()),
+            ),
+            (
+                "replica[1].metrics_addr",
+                Box::new(|c| c.replica[1].metrics_addr = Some("nope".into())),
+            ),
+            (
+                "replica[0].metrics_addr",
+                Box::new(|c| c.replica[0].metrics_addr = Some("127.0.0.1:0".into())),
             ),
             ("heartbeat_ms", Box::new(|c| c.heartbeat_ms = 0)),
             ("heartbeat_ms", Box::new(|c| c.heartbeat_ms = 500)),

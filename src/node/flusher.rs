@@ -8,6 +8,7 @@
 //! A storage error is fatal: the flusher reports it on the fatal channel, sends nothing
 //! from the failed batch (or any later one), and stops. Nothing is acknowledged after it.
 
+use super::metrics::Metrics;
 use crate::core::{PeerMessage, Record, Uid};
 use crate::storage::sled_store::SledStorage;
 use crate::storage::Storage;
@@ -39,6 +40,7 @@ impl Flusher {
         links: Arc<PeerLinks>,
         fatal: watch::Sender<Option<String>>,
         durable: watch::Sender<u64>,
+        metrics: Arc<Metrics>,
     ) -> Result<Flusher> {
         let (tx, mut rx) = mpsc::channel::<Outbox>(OUTBOX_QUEUE_MAX);
         let thread = std::thread::Builder::new()
@@ -56,11 +58,13 @@ impl Flusher {
                         records.append(&mut outbox.records);
                     }
                     if !records.is_empty() {
+                        let started = std::time::Instant::now();
                         if let Err(e) = storage.persist(&records) {
                             error!(error = %e, "storage failed: stopping, nothing more is acknowledged");
                             let _ = fatal.send(Some(e.to_string()));
                             return;
                         }
+                        metrics.observe_flush(records.len(), started.elapsed());
                     }
                     debug!(
                         batches = batch.len(),

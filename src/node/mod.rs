@@ -16,6 +16,7 @@
 
 mod client_conn;
 pub mod flusher;
+pub mod metrics;
 mod reads;
 pub mod shutdown;
 pub mod systemd;
@@ -200,6 +201,19 @@ impl Node {
             tls.clone(),
             stop_rx.clone(),
         ));
+        let metrics = Arc::new(metrics::Metrics::new(uid));
+        if let Some(metrics_addr) = config.metrics_addr(uid)? {
+            let (links, dir) = (links.clone(), options.data_dir.clone());
+            metrics::serve(
+                uid,
+                metrics_addr,
+                metrics.clone(),
+                links,
+                dir,
+                stop_rx.clone(),
+            )
+            .await?;
+        }
         let (peer_tx, mut peer_rx) = mpsc::channel::<(Uid, PeerMessage)>(PEER_QUEUE_MAX);
         let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(CLIENT_QUEUE_MAX);
         let (conn_tx, mut conn_rx) = mpsc::channel::<ClientConn>(64);
@@ -214,21 +228,29 @@ impl Node {
         {
             let client_tx = client_tx.clone();
             let stop_rx = stop_rx.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 while let Some(conn) = conn_rx.recv().await {
-                    tokio::spawn(client_conn::serve(
-                        conn,
-                        client_tx.clone(),
-                        submit_wait,
-                        stop_rx.clone(),
-                    ));
+                    let serve =
+                        client_conn::serve(conn, client_tx.clone(), submit_wait, stop_rx.clone());
+                    let counted = metrics.client_connection();
+                    tokio::spawn(async move {
+                        serve.await;
+                        drop(counted)
+                    });
                 }
             });
         }
         drop(client_tx);
 
         let (durable_tx, mut durable_rx) = watch::channel(0u64);
-        let flusher = Flusher::spawn(storage, links.clone(), fatal_tx, durable_tx)?;
+        let flusher = Flusher::spawn(
+            storage,
+            links.clone(),
+            fatal_tx,
+            durable_tx,
+            metrics.clone(),
+        )?;
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Longest a clean shutdown waits for the hand-off (a dead peer never acks).
@@ -248,6 +270,7 @@ impl Node {
             draining_until: None,
             sent_seq: 0,
             durable_seq: 0,
+            metrics,
         };
         info!(uid, %addr, "serving");
 
@@ -349,7 +372,8 @@ struct Driver {
     flusher: Flusher,
     /// Submits waiting for the core's reply, by the handle the core was given. Bounded by
     /// the client connections (one request in flight each); swept of closed ones.
-    waiting: HashMap<ClientRef, oneshot::Sender<SubmitReply>>,
+    /// With the instant each arrived (for the commit latency metric).
+    waiting: HashMap<ClientRef, (oneshot::Sender<SubmitReply>, Instant)>,
     next_client_ref: ClientRef,
     reads: Reads,
     last_status: ReplicaStatus,
@@ -359,6 +383,7 @@ struct Driver {
     /// The last `Ready::seq` handed to the flusher, and the last it reported durable.
     sent_seq: u64,
     durable_seq: u64,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Driver {
@@ -372,7 +397,7 @@ impl Driver {
             ClientEvent::Submit { id, body, reply } => {
                 let client = self.next_client_ref;
                 self.next_client_ref += 1;
-                self.waiting.insert(client, reply);
+                self.waiting.insert(client, (reply, Instant::now()));
                 self.replica.step(Input::Submit { client, id, body });
             }
             ClientEvent::Status { reply } => {
@@ -412,7 +437,10 @@ impl Driver {
             self.reads.read_index(&self.replica, read, read_index);
         }
         for (client, reply) in ready.replies {
-            if let Some(tx) = self.waiting.remove(&client) {
+            if let Some((tx, arrived)) = self.waiting.remove(&client) {
+                if matches!(reply, SubmitReply::Committed { .. }) {
+                    self.metrics.observe_commit(arrived.elapsed());
+                }
                 let _ = tx.send(reply);
             }
         }
@@ -440,10 +468,13 @@ impl Driver {
         if status.decided_upto != self.last_status.decided_upto || !self.reads.is_empty() {
             self.reads.serve_parked(&self.replica);
         }
+        let backlog = self.replica.catch_up_backlog();
+        self.metrics
+            .observe_status(&status, &self.last_status, backlog);
         self.last_status = status;
         if self.last_sweep.elapsed() >= Duration::from_secs(1) {
             self.last_sweep = Instant::now();
-            self.waiting.retain(|_, tx| !tx.is_closed());
+            self.waiting.retain(|_, (tx, _)| !tx.is_closed());
             debug!(
                 uid,
                 waiting = self.waiting.len(),

@@ -16,6 +16,9 @@
 //! 4. on a write error, or when the remote closes the connection (detected by a pending
 //!    read, since the remote never writes on a peer connection), reconnects.
 //!
+//! Each link reports whether it is connected and the frame bytes it wrote (before TLS)
+//! through [`PeerLinks::link_states`], for the metrics.
+//!
 //! Messages queued while a link is down survive one connection attempt (so a quick
 //! reconnect loses nothing); after a failed attempt the queue is emptied, so a dead peer
 //! costs no memory and stale messages are not replayed minutes later.
@@ -34,7 +37,7 @@ use crate::core::{PeerMessage, Uid};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -66,6 +69,7 @@ pub struct PeerLinks {
 
 struct Link {
     tx: mpsc::Sender<PeerMessage>,
+    state: Arc<LinkState>,
     dropped_full: AtomicU64,
     /// When the last "queue full" warning was logged, and how many drops it reported.
     warned: Mutex<(Option<Instant>, u64)>,
@@ -105,7 +109,9 @@ impl PeerLinks {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let state = Arc::new(LinkState::default());
             let task = LinkTask {
+                state: state.clone(),
                 my_uid,
                 cluster_id,
                 peer: uid,
@@ -119,6 +125,7 @@ impl PeerLinks {
                 uid,
                 Link {
                     tx,
+                    state,
                     dropped_full: AtomicU64::new(0),
                     warned: Mutex::new((None, 0)),
                 },
@@ -172,6 +179,21 @@ impl PeerLinks {
         self.links.keys().copied()
     }
 
+    /// Each link's connection state and bytes sent, in uid order.
+    pub fn link_states(&self) -> Vec<LinkReport> {
+        let mut reports: Vec<LinkReport> = self
+            .links
+            .iter()
+            .map(|(peer, link)| LinkReport {
+                peer: *peer,
+                up: link.state.up.load(Ordering::Relaxed),
+                sent_bytes: link.state.sent_bytes.load(Ordering::Relaxed),
+            })
+            .collect();
+        reports.sort_by_key(|r| r.peer);
+        reports
+    }
+
     /// Messages dropped so far on purpose (`loss`) and because a queue was full.
     pub fn dropped(&self) -> (u64, u64) {
         let full = self
@@ -207,7 +229,25 @@ impl Link {
     }
 }
 
+/// What a link task reports about its connection (read by the metrics).
+#[derive(Default)]
+struct LinkState {
+    /// Connected and past the hello.
+    up: AtomicBool,
+    /// Frame bytes written to the peer, hellos included.
+    sent_bytes: AtomicU64,
+}
+
+/// One peer link as [`PeerLinks::link_states`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkReport {
+    pub peer: Uid,
+    pub up: bool,
+    pub sent_bytes: u64,
+}
+
 struct LinkTask {
+    state: Arc<LinkState>,
     my_uid: Uid,
     cluster_id: u64,
     peer: Uid,
@@ -248,7 +288,10 @@ impl LinkTask {
                         debug!(peer = self.peer, addr = %self.addr, "peer link up");
                     }
                     was_up = true;
-                    match self.stream(reader, writer).await {
+                    self.state.up.store(true, Ordering::Relaxed);
+                    let ended = self.stream(reader, writer).await;
+                    self.state.up.store(false, Ordering::Relaxed);
+                    match ended {
                         Ended::Stop => return,
                         Ended::Broken(reason) => {
                             if reason != last_warned {
@@ -315,7 +358,13 @@ impl LinkTask {
                     None => return Ended::Stop,
                 },
             };
-            let batch = write_batch(self.peer, first, &mut self.rx, &mut writer);
+            let batch = write_batch(
+                self.peer,
+                first,
+                &mut self.rx,
+                &mut writer,
+                &self.state.sent_bytes,
+            );
             let result = tokio::select! {
                 _ = wait_shutdown(&mut self.shutdown) => return Ended::Stop,
                 result = batch => result,
@@ -333,6 +382,7 @@ async fn write_batch(
     first: PeerMessage,
     rx: &mut mpsc::Receiver<PeerMessage>,
     writer: &mut BufWriter<WriteHalf>,
+    sent_bytes: &AtomicU64,
 ) -> std::result::Result<(), String> {
     let mut next = Some(first);
     while let Some(msg) = next {
@@ -341,6 +391,7 @@ async fn write_batch(
                 if let Err(e) = writer.write_all(&frame).await {
                     return Err(format!("write failed: {e}"));
                 }
+                sent_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 // Our own message is too large: a bug upstream, not the peer's fault.

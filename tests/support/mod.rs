@@ -61,6 +61,27 @@ impl Cluster {
         }
     }
 
+    /// Like [`Cluster::new`], with every replica serving metrics on a free loopback port.
+    pub fn with_metrics(f: usize, loss: f64) -> Cluster {
+        let mut cluster = Cluster::new(f, loss);
+        let ports = free_ports(cluster.replicas());
+        for (replica, port) in cluster.config.replica.iter_mut().zip(&ports) {
+            replica.metrics_addr = Some(format!("127.0.0.1:{port}"));
+        }
+        cluster.config.validate().expect("valid test config");
+        std::fs::write(&cluster.config_path, cluster.config.to_toml_string())
+            .expect("write config");
+        cluster
+    }
+
+    /// Where replica `uid` serves metrics (a cluster made by [`Cluster::with_metrics`]).
+    pub fn metrics_addr(&self, uid: Uid) -> std::net::SocketAddr {
+        self.config
+            .metrics_addr(uid)
+            .expect("metrics addr")
+            .expect("metrics on")
+    }
+
     pub fn replicas(&self) -> usize {
         self.config.replicas()
     }

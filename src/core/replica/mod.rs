@@ -407,6 +407,12 @@ impl Replica {
     pub fn decided_upto(&self) -> Slot {
         self.decided_upto
     }
+    /// How far this replica's decided prefix trails the most advanced one a peer has
+    /// reported (0 when it is not behind): the catch-up still to do.
+    pub fn catch_up_backlog(&self) -> u64 {
+        let ahead = self.peer_decided_upto.iter().copied().max().unwrap_or(0);
+        ahead.saturating_sub(self.decided_upto)
+    }
     /// Every decided slot known here, holes included.
     pub fn decided(&self) -> &BTreeMap<Slot, Value> {
         &self.decided
