@@ -547,3 +547,49 @@ async fn sigterm_under_load_leaves_every_store_with_the_same_log() {
         }
     }
 }
+
+/// dump-log is linearizable by default: a follower that was paused while a message was
+/// acknowledged, read the moment it resumes, still shows the message (it waits for the
+/// leader's read index); `--stale` serves what it has, which the test does not check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_log_from_a_lagging_follower_holds_every_acknowledged_message() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let mut client = TestClient::new(&cluster, 77);
+    client
+        .submit("before", SUBMIT_WITHIN)
+        .await
+        .expect("commit");
+    let pid = cluster.pid(follower).expect("running");
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+    };
+    signal("-STOP");
+    let (id, slot) = client
+        .submit("while paused", SUBMIT_WITHIN)
+        .await
+        .expect("commit with the other two");
+    signal("-CONT");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxosctl"))
+        .arg("--config")
+        .arg(&cluster.config_path)
+        .args(["dump-log", "--uid", &follower.to_string(), "--json"])
+        .output()
+        .expect("run paxosctl");
+    assert!(
+        out.status.success(),
+        "dump-log failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&format!("\"slot\":{slot}")) && l.contains(&id.to_string())),
+        "the read from replica {follower} misses {id} at slot {slot}:\n{text}"
+    );
+}

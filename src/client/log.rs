@@ -88,13 +88,28 @@ pub fn take_contiguous(next: &mut Slot, batch: Vec<LogEntry>) -> Vec<LogEntry> {
     out
 }
 
+/// How a network read of the log is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Every message acknowledged before the read began is in it (a read index through
+    /// the leader first).
+    Linearizable,
+    /// The replica's local applied log as it is (`--stale`).
+    Stale,
+}
+
 /// Pages through replica `uid`'s applied log from slot 0 until it has read up to the
-/// replica's decided prefix, handing each entry to `sink` in slot order.
+/// replica's decided prefix, handing each entry to `sink` in slot order. Linearizable:
+/// first a read index, so the pages hold every message acknowledged before the call.
 pub async fn dump_log(
     client: &mut Client,
     uid: Uid,
+    consistency: Consistency,
     mut sink: impl FnMut(&LogEntry),
 ) -> Result<Slot, ClientError> {
+    if consistency == Consistency::Linearizable {
+        client.read_index(uid).await?;
+    }
     let mut next: Slot = 0;
     loop {
         let (batch, decided_upto) = client.read_log(uid, next, READ_ENTRIES_MAX, 0).await?;

@@ -361,6 +361,25 @@ impl Client {
         }
     }
 
+    /// Begins a linearizable read at replica `uid`: it gets a read index confirmed by the
+    /// leader and answers once it has applied every slot below it, so what it serves
+    /// next holds every message acknowledged before this call. Retried (an election may
+    /// be under way) until the client's deadline.
+    pub async fn read_index(&mut self, uid: Uid) -> Result<Slot, ClientError> {
+        let deadline = Instant::now() + self.options.deadline;
+        loop {
+            let budget = self.options.attempt_timeout;
+            match self.call(uid, &ClientRequest::ReadIndex, budget).await {
+                Ok(ClientResponse::ReadIndex { read_index }) => return Ok(read_index),
+                Ok(ClientResponse::Error { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(other) => return Err(self.unexpected(uid, other)),
+                Err(e) => return Err(self.replica_error(uid, e)),
+            }
+        }
+    }
+
     /// Up to `max_entries` applied entries of replica `uid`'s chat log from `from_slot`,
     /// waiting up to `wait_ms` for one to be applied, and the replica's decided prefix.
     pub async fn read_log(

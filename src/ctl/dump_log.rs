@@ -2,7 +2,7 @@
 //! replica's store, and the line formats of a log entry (`--json` and plain).
 
 use super::{out, CtlError, Format, Globals};
-use crate::client::log::{dump_log, read_offline_log};
+use crate::client::log::{dump_log, read_offline_log, Consistency};
 use crate::client::Client;
 use crate::core::{LogEntry, LogEntryKind, Slot, Uid};
 use serde::Serialize;
@@ -21,7 +21,7 @@ pub struct DumpLog {
     #[arg(long, value_name = "DIR", conflicts_with = "uid")]
     pub data_dir: Option<PathBuf>,
     /// Serve the replica's local applied log without a round trip through the leader
-    /// (today every network read is served this way)
+    /// (by default a read holds every message acknowledged before it began)
     #[arg(long, conflicts_with = "data_dir")]
     pub stale: bool,
 }
@@ -51,7 +51,12 @@ impl DumpLog {
                 config.check_uid(uid)?;
                 let mut client = Client::new(config);
                 let mut failed = None;
-                dump_log(&mut client, uid, |entry| {
+                let consistency = if self.stale {
+                    Consistency::Stale
+                } else {
+                    Consistency::Linearizable
+                };
+                dump_log(&mut client, uid, consistency, |entry| {
                     if failed.is_none() {
                         failed = out(&line(entry)).err();
                     }
