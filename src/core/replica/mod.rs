@@ -10,20 +10,25 @@
 //!
 //! The replica is split by agent, as every replica plays every role: [`acceptor`]
 //! (phase 1b and 2b, hearing the leader), [`candidate`] (phase 1a, winning a campaign),
-//! [`leader`] (client submits, proposing, counting accepts, heartbeats, retransmission)
-//! and [`learner`] (deciding, applying, catch-up). This file holds the state, the
-//! constructor (recovery), dispatch and time.
+//! [`leader`] (client submits, proposing, counting accepts, heartbeats, retransmission,
+//! the shutdown hand-off), [`learner`] (deciding, applying, catch-up), [`quorum`]
+//! (heartbeat acks, check-quorum, read index); [`bounds`] refuses out-of-bounds peer
+//! input, [`tick`] is what time does. This file holds the state, the constructor
+//! (recovery), dispatch and the helpers every agent uses.
 
 mod acceptor;
+mod bounds;
 mod candidate;
 mod leader;
 mod learner;
 mod quorum;
+mod tick;
 
 use super::applied::applied_entry;
 use super::message::{ClientRef, PeerMessage, Record, SubmitReply};
 use super::state::PersistentState;
 use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
+pub use bounds::{ROUND_MAX, SLOT_LOOKAHEAD_MAX};
 use candidate::Campaign;
 use leader::Leadership;
 use learner::CatchUpProgress;
@@ -86,12 +91,6 @@ impl ReplicaConfig {
         self.replicas / 2 + 1
     }
 }
-
-/// Default of [`ReplicaConfig::slot_lookahead_max`]: 2^26 (67M) slots.
-pub const SLOT_LOOKAHEAD_MAX: u64 = 1 << 26;
-/// The highest ballot round a peer may name: far beyond any real election count, and far
-/// enough below `u64::MAX` that a round + 1 never wraps.
-pub const ROUND_MAX: u64 = u64::MAX >> 2;
 
 /// What the core reacts to.
 #[derive(Clone, Debug)]
@@ -519,82 +518,6 @@ impl Replica {
         }
     }
 
-    /// Why a peer message must be refused, if it must: a ballot round above
-    /// [`ROUND_MAX`] (a round + 1 would wrap and end all elections), or a slot at or past
-    /// `decided_upto + slot_lookahead_max` (it would make us allocate, propose or fill
-    /// no-ops without bound). Counts are bounded by the frame size already.
-    fn out_of_bounds(&self, msg: &PeerMessage) -> Option<String> {
-        let limit = self
-            .decided_upto
-            .saturating_add(self.config.slot_lookahead_max);
-        let far = |slot: Slot| slot >= limit;
-        let (ballot, slots): (Option<Ballot>, Vec<Slot>) = match msg {
-            PeerMessage::Prepare { ballot, .. } => (Some(*ballot), Vec::new()),
-            PeerMessage::Promise {
-                ballot,
-                entries,
-                next_slot,
-                ..
-            } => (
-                Some(*ballot),
-                entries
-                    .last()
-                    .map(|e| e.slot)
-                    .into_iter()
-                    .chain(*next_slot)
-                    .collect(),
-            ),
-            PeerMessage::Reject {
-                ballot, promised, ..
-            } => (Some((*ballot).max(*promised)), Vec::new()),
-            PeerMessage::Accept {
-                ballot,
-                first_slot,
-                values,
-                decided_above,
-                ..
-            } => (
-                Some(*ballot),
-                std::iter::once(first_slot.saturating_add(values.len() as u64))
-                    .chain(decided_above.iter().map(|(lo, _)| *lo))
-                    .collect(),
-            ),
-            PeerMessage::Accepted { ballot, .. } => (Some(*ballot), Vec::new()),
-            PeerMessage::Heartbeat {
-                ballot,
-                decided_above,
-                ..
-            } => (
-                Some(*ballot),
-                decided_above.iter().map(|(lo, _)| *lo).collect(),
-            ),
-            PeerMessage::CatchUpRequest { .. }
-            | PeerMessage::ReadIndexRequest { .. }
-            | PeerMessage::ReadIndexReply { .. } => (None, Vec::new()),
-            PeerMessage::HeartbeatAck { ballot, .. } | PeerMessage::Handoff { ballot, .. } => {
-                (Some(*ballot), Vec::new())
-            }
-            PeerMessage::CatchUp { entries, .. } => {
-                (None, entries.iter().map(|(slot, _)| *slot).collect())
-            }
-        };
-        if let Some(b) = ballot.filter(|b| b.round > ROUND_MAX) {
-            return Some(format!(
-                "{} with ballot {b}: round above the maximum {ROUND_MAX}",
-                msg.kind()
-            ));
-        }
-        if let Some(slot) = slots.into_iter().find(|s| far(*s)) {
-            return Some(format!(
-                "{} naming slot {slot}, {} or more above our decided prefix {}",
-                msg.kind(),
-                self.config.slot_lookahead_max,
-                self.decided_upto
-            ));
-        }
-        None
-    }
-
     pub(super) fn send(&mut self, to: Uid, msg: PeerMessage) {
         debug_assert_ne!(to, self.config.uid, "never send to self");
         // Persist before you vouch: a Promise or an Accepted waits for its records; a
@@ -695,74 +618,5 @@ impl Replica {
         self.role = RoleState::Follower;
         self.leader = leader;
         self.last_heard_ms = self.now_ms;
-    }
-
-    // ---------------------------------------------------------------- time
-
-    pub(super) fn on_tick(&mut self) {
-        let now = self.now_ms;
-        let timeout = self.config.timeout_ms;
-        // Catch-up retransmission.
-        if self
-            .catch_up
-            .as_ref()
-            .is_some_and(|c| now.saturating_sub(c.sent_ms) >= timeout)
-        {
-            if let Some(c) = self.catch_up.take() {
-                self.catch_up_unanswered_ms[c.peer as usize] = Some(now);
-            }
-            self.maybe_catch_up();
-        }
-        // Check-quorum: a leader that cannot hear a majority steps down.
-        if self.is_leader() {
-            self.check_quorum();
-        }
-        self.expire_reads();
-        match &mut self.role {
-            RoleState::Leader(l) => {
-                let heartbeat_due =
-                    now.saturating_sub(l.heartbeat_sent_ms) >= self.config.heartbeat_ms;
-                let resend_due = now.saturating_sub(l.resend_scan_ms) >= self.config.heartbeat_ms;
-                if heartbeat_due {
-                    self.send_heartbeat();
-                }
-                if resend_due {
-                    self.resend_accepts();
-                }
-            }
-            RoleState::Candidate(c) => {
-                let ballot = c.ballot;
-                let mut resend = Vec::new();
-                for (peer, progress) in c.progress.iter_mut().enumerate() {
-                    if let Some(p) = progress {
-                        if !p.done && now.saturating_sub(p.sent_ms) >= timeout {
-                            p.sent_ms = now;
-                            resend.push((peer as Uid, p.from_slot));
-                        }
-                    }
-                }
-                for (peer, from_slot) in resend {
-                    self.send(peer, PeerMessage::Prepare { ballot, from_slot });
-                }
-            }
-            RoleState::Follower => {
-                let leader = self.leader.unwrap_or(self.promised.uid);
-                let n = self.config.replicas as u64;
-                let rank = (self.config.uid as u64 + n - leader as u64 - 1) % n;
-                let mut stagger = rank * timeout / 2;
-                // A replica that knows it lags far behind a peer lets the up-to-date ones
-                // try first: its phase 1 would fetch many chunks, and two laggards would
-                // pre-empt each other. It still campaigns if nobody else does.
-                let ahead = self.peer_decided_upto.iter().copied().max().unwrap_or(0);
-                if ahead.saturating_sub(self.decided_upto) > self.config.chunk_entries_max as u64 {
-                    stagger += n * timeout / 2;
-                }
-                if !self.shutting_down
-                    && now.saturating_sub(self.last_heard_ms) >= timeout + stagger
-                {
-                    self.start_campaign();
-                }
-            }
-        }
     }
 }
