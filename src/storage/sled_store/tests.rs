@@ -1,4 +1,5 @@
-//! Unit tests of the sled backend (layout, codec, poisoning, checkpoints).
+//! Unit tests of the sled backend (layout, codec, poisoning, checkpoints); compiled only
+//! under `#[cfg(test)]` (see `mod tests` in `mod.rs`).
 
 use super::codec::{decode, encode};
 use super::*;
