@@ -5,7 +5,7 @@
 use paxos::core::{Ballot, PeerMessage, ReplicaStatus, Role, Uid};
 use paxos::transport::{
     accept_loop, encode_frame, ClientConn, ClientLink, ClientRequest, ClientResponse, Hello,
-    ListenerConfig, PeerLinks, StatusReport, FRAME_BYTES_MAX,
+    ListenerConfig, ListenerCounters, PeerLinks, StatusReport, FRAME_BYTES_MAX,
 };
 use rand::{RngCore, SeedableRng};
 use std::net::SocketAddr;
@@ -26,6 +26,8 @@ struct Server {
     client_rx: mpsc::Receiver<ClientConn>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// The listener's byte counts (what the metrics report).
+    counters: std::sync::Arc<ListenerCounters>,
 }
 
 async fn start_on(addr: SocketAddr) -> Server {
@@ -36,6 +38,7 @@ async fn start_on(addr: SocketAddr) -> Server {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut config = ListenerConfig::new(MY_UID, CLUSTER, REPLICAS);
     config.hello_timeout = HELLO_TIMEOUT;
+    let counters = config.counters.clone();
     let task = tokio::spawn(accept_loop(
         listener,
         config,
@@ -49,6 +52,7 @@ async fn start_on(addr: SocketAddr) -> Server {
         client_rx,
         shutdown,
         task,
+        counters,
     }
 }
 
@@ -115,6 +119,13 @@ async fn peer_links_deliver_in_order() {
     }
     expect_heartbeats(&mut server, 1, 0..2000).await;
     assert_eq!(links.dropped(), (0, 0));
+    // Every byte the link wrote (hello included) was counted as received from uid 1.
+    let sent = links.link_states()[0].sent_bytes;
+    assert!(sent > 2000 * 8, "sent {sent} bytes");
+    assert_eq!(
+        server.counters.peer_received_bytes(),
+        vec![(0, 0), (1, sent), (2, 0)]
+    );
     // Messages to self or to an unknown uid are dropped, not panicked on.
     links.send(1, heartbeat(0));
     links.send(7, heartbeat(0));
@@ -291,6 +302,23 @@ async fn client_connections_are_handed_to_the_node() {
     assert!(matches!(response, ClientResponse::Error { .. }));
     drop(client);
     assert_eq!(node.await.unwrap(), 4);
+    // Frame bytes each way, hello included: what the client metrics count.
+    let len = |frame: paxos::Result<Vec<u8>>| frame.unwrap().len() as u64;
+    let received = len(encode_frame(&Hello::Client))
+        + 3 * len(encode_frame(&ClientRequest::Status))
+        + len(encode_frame(&ClientRequest::ReadLog {
+            from_slot: 0,
+            max_entries: 10,
+            wait_ms: 0,
+        }));
+    let sent =
+        3 * len(encode_frame(&ClientResponse::Status(report))) + len(encode_frame(&response));
+    assert_eq!(server.counters.client_received_bytes(), received);
+    assert_eq!(server.counters.client_sent_bytes(), sent);
+    assert_eq!(
+        server.counters.peer_received_bytes(),
+        vec![(0, 0), (1, 0), (2, 0)]
+    );
 }
 
 #[tokio::test]
@@ -390,6 +418,7 @@ async fn start_tls(tls: std::sync::Arc<paxos::transport::TlsContext>) -> Server 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut config = ListenerConfig::new(MY_UID, CLUSTER, REPLICAS).with_tls(Some(tls));
     config.hello_timeout = HELLO_TIMEOUT;
+    let counters = config.counters.clone();
     let task = tokio::spawn(accept_loop(
         listener,
         config,
@@ -403,6 +432,7 @@ async fn start_tls(tls: std::sync::Arc<paxos::transport::TlsContext>) -> Server 
         client_rx,
         shutdown,
         task,
+        counters,
     }
 }
 

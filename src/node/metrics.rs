@@ -1,6 +1,8 @@
 //! Operator metrics of one replica: the registry, the metric handles the driver and the
 //! flusher update, and a tiny HTTP/1.1 responder that serves them in Prometheus text
 //! format (OpenMetrics 1.0) on `replica[uid].metrics_addr`, off when that is absent.
+//! The port is bound by [`bind`] in `Node::open` (a busy or bad address fails the start,
+//! naming the field, before the replica announces readiness) and served by [`serve`].
 //!
 //! Metrics are kept by `prometheus-client` (the Prometheus project's Rust client: no
 //! global registry, typed metrics, lock-free counters). Every name is prefixed `paxos_`
@@ -11,17 +13,28 @@
 //!   elections started (Candidate entered) and won (Leader entered), catch-up backlog;
 //!   on each client reply: commit latency (submit received to `Committed` reply);
 //! - the flusher: fsync duration (one `Storage::persist`) and records per flush;
-//! - at scrape time: peer link state and bytes sent (from [`PeerLinks`]);
+//! - at scrape time: peer link state and bytes sent (from [`PeerLinks`]), bytes received
+//!   from each peer and bytes from and to clients (from [`ListenerCounters`]);
 //! - a task every [`STORE_SIZE_PERIOD`]: the store's size on disk (a walk of its dir).
 //!
 //! The responder answers `GET /metrics` only (404 for other paths, 405 for other
 //! methods), reads at most [`REQUEST_BYTES_MAX`] of request head within
 //! [`REQUEST_TIMEOUT`], serves at most [`CONNECTIONS_MAX`] connections at once, and closes
-//! each connection after one response. Not done: TLS (the cluster has none yet),
-//! keep-alive, compression, protobuf exposition.
+//! each connection after one response.
+//!
+//! TLS: when the cluster uses TLS the endpoint speaks only HTTPS (TLS 1.3), presenting the
+//! replica's certificate (`replica-<uid>.<cluster id>.paxos`, see
+//! [`crate::transport::tls`]) and asking for no client certificate, so a scraper needs
+//! only the cluster's CA (Prometheus: `scheme: https`, `tls_config: {ca_file,
+//! server_name}`). A plaintext request on it gets a plaintext `400` saying so. A
+//! plaintext cluster serves plain HTTP.
+//!
+//! Not done: client-certificate authentication of scrapers, keep-alive, compression,
+//! protobuf exposition.
 
 use crate::core::{ReplicaStatus, Role, Uid};
 use crate::transport::peer::PeerLinks;
+use crate::transport::{ListenerCounters, TlsContext};
 use crate::{Error, Result};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -32,12 +45,13 @@ use prometheus_client::registry::{Registry, Unit};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 /// Longest request head (request line and headers) read before answering 400.
@@ -69,6 +83,9 @@ pub struct Metrics {
     flush_records: Histogram,
     peer_link_up: Family<Labels, Gauge>,
     peer_sent_bytes: Family<Labels, Counter>,
+    peer_received_bytes: Family<Labels, Counter>,
+    client_received_bytes: Counter,
+    client_sent_bytes: Counter,
     client_connections: Gauge,
     store_size: Gauge<i64, AtomicI64>,
 }
@@ -113,6 +130,9 @@ impl Metrics {
             flush_records: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             peer_link_up: Family::default(),
             peer_sent_bytes: Family::default(),
+            peer_received_bytes: Family::default(),
+            client_received_bytes: Counter::default(),
+            client_sent_bytes: Counter::default(),
             client_connections: Gauge::default(),
             store_size: Gauge::default(),
             registry: Registry::default(),
@@ -186,6 +206,24 @@ impl Metrics {
             Unit::Bytes,
             m.peer_sent_bytes.clone(),
         );
+        r.register_with_unit(
+            "peer_received",
+            "Frame bytes read from the peer (its inbound connections to this replica)",
+            Unit::Bytes,
+            m.peer_received_bytes.clone(),
+        );
+        r.register_with_unit(
+            "client_received",
+            "Frame bytes read from clients",
+            Unit::Bytes,
+            m.client_received_bytes.clone(),
+        );
+        r.register_with_unit(
+            "client_sent",
+            "Frame bytes written to clients",
+            Unit::Bytes,
+            m.client_sent_bytes.clone(),
+        );
         r.register(
             "client_connections",
             "Client connections open now",
@@ -247,19 +285,30 @@ impl Metrics {
         ClientConnectionGuard(self.clone())
     }
 
-    /// Copies the peer links' state into the registry.
-    fn observe_links(&self, links: &PeerLinks) {
+    /// Copies the transport's state and byte counts into the registry. Counters only
+    /// move up (`fetch_max`), so concurrent scrapes neither double-count nor go back.
+    fn observe_transport(&self, links: &PeerLinks, counters: &ListenerCounters) {
+        let peer_label = |peer: Uid| vec![("peer".to_string(), peer.to_string())];
         for link in links.link_states() {
-            let label = vec![("peer".to_string(), link.peer.to_string())];
+            let label = peer_label(link.peer);
             self.peer_link_up
                 .get_or_create(&label)
                 .set(i64::from(link.up));
-            let counter = self.peer_sent_bytes.get_or_create(&label);
-            let seen = counter.get();
-            if link.sent_bytes > seen {
-                counter.inc_by(link.sent_bytes - seen);
+            raise(&self.peer_sent_bytes.get_or_create(&label), link.sent_bytes);
+        }
+        for (peer, bytes) in counters.peer_received_bytes() {
+            if links.peers().any(|p| p == peer) {
+                raise(
+                    &self.peer_received_bytes.get_or_create(&peer_label(peer)),
+                    bytes,
+                );
             }
         }
+        raise(
+            &self.client_received_bytes,
+            counters.client_received_bytes(),
+        );
+        raise(&self.client_sent_bytes, counters.client_sent_bytes());
     }
 
     fn set_store_size(&self, bytes: u64) {
@@ -277,36 +326,81 @@ impl Metrics {
     }
 }
 
+/// Sets a counter that mirrors a monotonic source to `value` unless it is already there.
+fn raise(counter: &Counter, value: u64) {
+    counter.inner().fetch_max(value, Ordering::Relaxed);
+}
+
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Binds `addr` and serves `GET /metrics` until `stop` flips; also starts the store size
-/// task. An error names the field when the address cannot be bound.
-pub async fn serve(
-    uid: Uid,
+/// The metrics port of one replica, bound and not yet served.
+pub struct MetricsListener {
+    listener: TcpListener,
     addr: SocketAddr,
+    /// `Some`: HTTPS only (the cluster uses TLS).
+    tls: Option<TlsAcceptor>,
+}
+
+impl MetricsListener {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Binds replica `uid`'s metrics port at `addr`, HTTPS with the replica's certificate when
+/// `tls` is `Some`. The error names `replica[uid].metrics_addr` and says why.
+pub async fn bind(uid: Uid, addr: SocketAddr, tls: Option<&TlsContext>) -> Result<MetricsListener> {
+    let field = format!("replica[{uid}].metrics_addr");
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::config(&field, format!("cannot listen on {addr}: {e}")))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let tls = match tls {
+        Some(tls) => Some(tls.https_acceptor().ok_or_else(|| {
+            Error::config(&field, "the TLS context has no certificate to serve with")
+        })?),
+        None => None,
+    };
+    Ok(MetricsListener {
+        listener,
+        addr,
+        tls,
+    })
+}
+
+/// What a scrape reads besides the registry: the transport's state and byte counts.
+pub struct Sources {
+    pub links: Arc<PeerLinks>,
+    pub counters: Arc<ListenerCounters>,
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` flips; also starts the store size
+/// task. Returns at once (the work runs in spawned tasks).
+pub fn serve(
+    uid: Uid,
+    listener: MetricsListener,
     metrics: Arc<Metrics>,
-    links: Arc<PeerLinks>,
+    sources: Sources,
     data_dir: PathBuf,
     stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        Error::config(
-            format!("replica[{uid}].metrics_addr"),
-            format!("cannot listen on {addr}: {e}"),
-        )
-    })?;
-    info!(uid, %addr, "serving metrics");
+) {
+    let scheme = if listener.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(uid, addr = %listener.addr, scheme, "serving metrics");
     tokio::spawn(measure_store(metrics.clone(), data_dir, stop.clone()));
-    tokio::spawn(accept_scrapes(listener, metrics, links, stop));
-    Ok(())
+    tokio::spawn(accept_scrapes(listener, metrics, Arc::new(sources), stop));
 }
 
 async fn accept_scrapes(
-    listener: TcpListener,
+    listener: MetricsListener,
     metrics: Arc<Metrics>,
-    links: Arc<PeerLinks>,
+    sources: Arc<Sources>,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
@@ -316,7 +410,7 @@ async fn accept_scrapes(
         };
         let accepted = tokio::select! {
             _ = crate::transport::peer::wait_shutdown(&mut stop) => return,
-            accepted = listener.accept() => accepted,
+            accepted = listener.listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -328,10 +422,14 @@ async fn accept_scrapes(
             }
         };
         let metrics = metrics.clone();
-        let links = links.clone();
+        let sources = sources.clone();
+        let tls = listener.tls.clone();
         tokio::spawn(async move {
-            let answered =
-                tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &metrics, &links)).await;
+            let answered = tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                answer_connection(stream, tls, &metrics, &sources),
+            )
+            .await;
             match answered {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(%peer, error = %e, "metrics connection failed"),
@@ -342,53 +440,112 @@ async fn accept_scrapes(
     }
 }
 
+/// First byte of a TLS handshake record: what an HTTPS client sends first.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Runs the TLS handshake when the endpoint is HTTPS (a plaintext request gets a
+/// plaintext 400 instead), then answers one request.
+async fn answer_connection(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    metrics: &Metrics,
+    sources: &Sources,
+) -> io::Result<()> {
+    let Some(tls) = tls else {
+        return answer(stream, metrics, sources).await;
+    };
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Ok(());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // Read the request first: closing with it unread would reset the connection and
+        // the client might never see why.
+        let mut stream = stream;
+        let _ = read_head(&mut stream).await?;
+        let body = "this metrics endpoint speaks HTTPS only (the cluster uses TLS): scrape https:// with the cluster's CA\n";
+        return respond(&mut stream, "400 Bad Request", "text/plain", body).await;
+    }
+    let stream = tls
+        .accept(stream)
+        .await
+        .map_err(|e| crate::transport::tls::tls_error("TLS handshake", e))?;
+    answer(stream, metrics, sources).await
+}
+
 /// Reads one request head and writes one response, then closes.
-async fn answer(mut stream: TcpStream, metrics: &Metrics, links: &PeerLinks) -> io::Result<()> {
+async fn answer<S>(mut stream: S, metrics: &Metrics, sources: &Sources) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let head = read_head(&mut stream).await?;
+    let (status, content_type, body) = if let Some(head) = head {
+        route(&head, metrics, sources)
+    } else {
+        ("400 Bad Request", "text/plain", "bad request\n".to_string())
+    };
+    respond(&mut stream, status, content_type, &body).await
+}
+
+/// Reads a request head (up to its blank line) of at most [`REQUEST_BYTES_MAX`] bytes;
+/// `None` when it is longer or the stream ends first.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    let complete = loop {
+    loop {
         if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break true;
+            return Ok(Some(head));
         }
         if head.len() >= REQUEST_BYTES_MAX {
-            break false;
+            return Ok(None);
         }
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            break false;
+            return Ok(None);
         }
         head.extend_from_slice(&buf[..n.min(REQUEST_BYTES_MAX - head.len())]);
-    };
-    let (status, content_type, body) = if !complete {
-        ("400 Bad Request", "text/plain", "bad request\n".to_string())
-    } else {
-        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-        let line = String::from_utf8_lossy(line);
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default();
-        let path = parts.next().unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default();
-        match (method, path) {
-            ("GET", "/metrics") => {
-                metrics.observe_links(links);
-                (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                )
-            }
-            ("GET", _) => (
-                "404 Not Found",
-                "text/plain",
-                "only /metrics is served\n".to_string(),
-            ),
-            _ => (
-                "405 Method Not Allowed",
-                "text/plain",
-                "only GET is served\n".to_string(),
-            ),
+    }
+}
+
+/// The response to one complete request head: (status, content type, body).
+fn route(
+    head: &[u8],
+    metrics: &Metrics,
+    sources: &Sources,
+) -> (&'static str, &'static str, String) {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    match (method, path) {
+        ("GET", "/metrics") => {
+            metrics.observe_transport(&sources.links, &sources.counters);
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(),
+            )
         }
-    };
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is served\n".to_string(),
+        ),
+    }
+}
+
+/// Writes one complete response and closes the stream.
+async fn respond<S>(stream: &mut S, status: &str, content_type: &str, body: &str) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -481,6 +638,8 @@ mod tests {
             "paxos_fsync_duration_seconds_count{uid=\"1\"} 1",
             "paxos_flush_records_sum{uid=\"1\"} 12.0",
             "paxos_store_size_bytes{uid=\"1\"} 0",
+            "paxos_client_received_bytes_total{uid=\"1\"} 0",
+            "paxos_client_sent_bytes_total{uid=\"1\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

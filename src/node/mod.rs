@@ -95,6 +95,8 @@ pub struct Node {
     started: Instant,
     /// `Some`: peers and clients speak mutual TLS ([`crate::transport::tls`]).
     tls: Option<std::sync::Arc<crate::transport::TlsContext>>,
+    /// The bound metrics port (`replica[uid].metrics_addr`), served by `run`.
+    metrics_listener: Option<metrics::MetricsListener>,
 }
 
 impl Node {
@@ -110,6 +112,11 @@ impl Node {
         // Bind before touching the store: a replica that cannot serve must not mark a
         // fresh store as used (uid 0 would lose its initial leadership and --skip-slots).
         let listener = crate::transport::listener::bind(addr).await?;
+        // The metrics port too: a busy or bad metrics_addr fails the start, not later.
+        let metrics_listener = match config.metrics_addr(uid)? {
+            Some(metrics_addr) => Some(metrics::bind(uid, metrics_addr, tls.as_deref()).await?),
+            None => None,
+        };
         let mut storage = SledStorage::open(&options.data_dir, uid, config.cluster_id())?;
         let state = storage.load()?;
         let fresh = state.is_fresh();
@@ -164,6 +171,7 @@ impl Node {
             addr,
             started: Instant::now(),
             tls,
+            metrics_listener,
         })
     }
 
@@ -182,6 +190,7 @@ impl Node {
             addr,
             started,
             tls,
+            metrics_listener,
         } = self;
         let config = &options.config;
         let uid = options.uid;
@@ -202,24 +211,29 @@ impl Node {
             stop_rx.clone(),
         ));
         let metrics = Arc::new(metrics::Metrics::new(uid));
-        if let Some(metrics_addr) = config.metrics_addr(uid)? {
-            let (links, dir) = (links.clone(), options.data_dir.clone());
+        let listener_config =
+            ListenerConfig::new(uid, config.cluster_id(), config.replicas()).with_tls(tls);
+        if let Some(metrics_listener) = metrics_listener {
+            let sources = metrics::Sources {
+                links: links.clone(),
+                counters: listener_config.counters.clone(),
+            };
+            let dir = options.data_dir.clone();
             metrics::serve(
                 uid,
-                metrics_addr,
+                metrics_listener,
                 metrics.clone(),
-                links,
+                sources,
                 dir,
                 stop_rx.clone(),
-            )
-            .await?;
+            );
         }
         let (peer_tx, mut peer_rx) = mpsc::channel::<(Uid, PeerMessage)>(PEER_QUEUE_MAX);
         let (client_tx, mut client_rx) = mpsc::channel::<ClientEvent>(CLIENT_QUEUE_MAX);
         let (conn_tx, mut conn_rx) = mpsc::channel::<ClientConn>(64);
         tokio::spawn(accept_loop(
             listener,
-            ListenerConfig::new(uid, config.cluster_id(), config.replicas()).with_tls(tls),
+            listener_config,
             peer_tx,
             conn_tx,
             stop_rx.clone(),

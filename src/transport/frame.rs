@@ -77,6 +77,16 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    Ok(read_frame_counted(reader).await?.map(|(msg, _)| msg))
+}
+
+/// [`read_frame`], also returning the frame's size on the wire (header + payload bytes,
+/// before any TLS), for the byte counters of the metrics.
+pub async fn read_frame_counted<T, R>(reader: &mut R) -> Result<Option<(T, usize)>>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; FRAME_HEADER_BYTES];
     let mut filled = 0;
     while filled < FRAME_HEADER_BYTES {
@@ -119,12 +129,21 @@ where
             "crc mismatch: header says {crc:#010x}, payload of {len} bytes has {actual:#010x}"
         )));
     }
-    decode_payload(&payload).map(Some)
+    decode_payload(&payload).map(|msg| Some((msg, FRAME_HEADER_BYTES + len)))
 }
 
 /// Writes `msg` as one frame and flushes `writer`. For batching, write several
 /// [`encode_frame`] results through a `BufWriter` and flush once instead.
 pub async fn write_frame<T, W>(writer: &mut W, msg: &T) -> Result<()>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    write_frame_counted(writer, msg).await.map(|_| ())
+}
+
+/// [`write_frame`], returning the frame's size (header + payload bytes, before any TLS).
+pub async fn write_frame_counted<T, W>(writer: &mut W, msg: &T) -> Result<usize>
 where
     T: Serialize,
     W: AsyncWrite + Unpin,
@@ -138,7 +157,7 @@ where
         .flush()
         .await
         .map_err(|e| Error::io("flushing frame", e))?;
-    Ok(())
+    Ok(frame.len())
 }
 
 #[cfg(test)]

@@ -19,18 +19,23 @@
 //!    [`ClientConn`] to the node's client channel; the node
 //!    reads requests and writes responses on it.
 //!
+//! Every frame read is counted in [`ListenerConfig::counters`] ([`ListenerCounters`]):
+//! bytes from each peer uid (its hello included), bytes from and to clients, as framed
+//! (before TLS). The metrics read them at scrape time.
+//!
 //! Any bad input (no hello in time, random bytes, an HTTP request, an oversized length, a
 //! crc mismatch, an undecodable frame, a wrong cluster id or uid) closes that one
 //! connection with a `warn!` carrying the remote address and the reason. Nothing here
 //! panics on input, and the loop keeps accepting.
 
-use super::frame::{read_frame, write_frame};
+use super::frame::{read_frame_counted, write_frame_counted};
 use super::peer::wait_shutdown;
 use super::tls::{split_plain, split_tls, ReadHalf, TlsContext, WriteHalf};
 use super::wire::{ClientRequest, ClientResponse, Hello};
 use crate::core::{PeerMessage, Uid};
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::BufReader;
@@ -62,6 +67,56 @@ pub struct ListenerConfig {
     pub hello_timeout: Duration,
     /// `Some`: every connection must be TLS with a certificate of the cluster's CA.
     pub tls: Option<Arc<TlsContext>>,
+    /// Where the connections count their bytes (shared with whoever reports them).
+    pub counters: Arc<ListenerCounters>,
+}
+
+/// Frame bytes (header + payload, before TLS) through one listener's connections, since
+/// it started. Every field only grows.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    /// Bytes read from each peer, by the uid its hello names (index = uid), hello
+    /// included. Connections that never got past their hello count nowhere.
+    peer_received_bytes: Vec<AtomicU64>,
+    /// Bytes read from clients (hellos and requests).
+    client_received_bytes: AtomicU64,
+    /// Bytes written to clients (responses).
+    client_sent_bytes: AtomicU64,
+}
+
+impl ListenerCounters {
+    /// Counters for peers `0..replicas`, all zero.
+    pub fn new(replicas: usize) -> ListenerCounters {
+        ListenerCounters {
+            peer_received_bytes: (0..replicas).map(|_| AtomicU64::new(0)).collect(),
+            ..ListenerCounters::default()
+        }
+    }
+
+    fn peer_received(&self, uid: Uid, bytes: usize) {
+        if let Some(counter) = self.peer_received_bytes.get(uid as usize) {
+            counter.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes read from each peer uid so far, `(uid, bytes)` in uid order.
+    pub fn peer_received_bytes(&self) -> Vec<(Uid, u64)> {
+        self.peer_received_bytes
+            .iter()
+            .enumerate()
+            .map(|(uid, bytes)| (uid as Uid, bytes.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Bytes read from clients so far.
+    pub fn client_received_bytes(&self) -> u64 {
+        self.client_received_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to clients so far.
+    pub fn client_sent_bytes(&self) -> u64 {
+        self.client_sent_bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl ListenerConfig {
@@ -74,6 +129,7 @@ impl ListenerConfig {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             hello_timeout: HELLO_TIMEOUT_DEFAULT,
             tls: None,
+            counters: Arc::new(ListenerCounters::new(replicas)),
         }
     }
 
@@ -200,13 +256,13 @@ impl Incoming {
                 }
             };
             let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-            let hello = read_frame::<Hello, _>(&mut reader)
+            let hello = read_frame_counted::<Hello, _>(&mut reader)
                 .await
                 .map_err(Opening::Hello)?;
             Ok::<_, Opening>((reader, writer, identity, hello))
         })
         .await;
-        let (reader, writer, identity, hello) = match opened {
+        let (reader, writer, identity, hello, hello_bytes) = match opened {
             Err(_) => {
                 warn!(peer = %remote, reason = "no TLS handshake and hello in time", timeout_ms = self.config.hello_timeout.as_millis() as u64, "closing connection");
                 return;
@@ -223,7 +279,9 @@ impl Incoming {
                 warn!(peer = %remote, reason = %e, "closing connection: bad hello");
                 return;
             }
-            Ok(Ok((reader, writer, identity, Some(hello)))) => (reader, writer, identity, hello),
+            Ok(Ok((reader, writer, identity, Some((hello, hello_bytes))))) => {
+                (reader, writer, identity, hello, hello_bytes)
+            }
         };
         match hello {
             Hello::Peer { uid, cluster_id } => {
@@ -256,6 +314,8 @@ impl Incoming {
                 });
                 let superseded = generation.subscribe();
                 info!(peer = %remote, uid, "peer connected");
+                let counters = config.counters.clone();
+                counters.peer_received(uid, hello_bytes);
                 read_peer(
                     reader,
                     remote,
@@ -264,6 +324,7 @@ impl Incoming {
                     superseded,
                     self.peer_tx,
                     self.shutdown,
+                    &counters,
                 )
                 .await;
                 drop(writer);
@@ -277,11 +338,16 @@ impl Incoming {
                     return;
                 }
                 debug!(peer = %remote, client = self.client_id, "client connected");
+                let counters = self.config.counters.clone();
+                counters
+                    .client_received_bytes
+                    .fetch_add(hello_bytes as u64, Ordering::Relaxed);
                 let conn = ClientConn {
                     remote,
                     id: self.client_id,
                     reader,
                     writer,
+                    counters,
                     _permit: self.permit,
                 };
                 // If the node is gone the connection is simply dropped (closed).
@@ -297,7 +363,9 @@ enum Opening {
     Hello(Error),
 }
 
-/// Forwards peer `uid`'s messages until EOF, a bad frame, supersession or shutdown.
+/// Forwards peer `uid`'s messages until EOF, a bad frame, supersession or shutdown,
+/// counting their bytes.
+#[allow(clippy::too_many_arguments)]
 async fn read_peer(
     mut reader: BufReader<ReadHalf>,
     remote: SocketAddr,
@@ -306,6 +374,7 @@ async fn read_peer(
     mut superseded: watch::Receiver<u64>,
     peer_tx: mpsc::Sender<(Uid, PeerMessage)>,
     mut shutdown: watch::Receiver<bool>,
+    counters: &ListenerCounters,
 ) {
     loop {
         // read_frame is not cancel-safe, but losing a partial frame is fine when the
@@ -316,10 +385,11 @@ async fn read_peer(
                 info!(peer = %remote, uid, "closing peer connection: superseded by a newer one");
                 return;
             }
-            frame = read_frame::<PeerMessage, _>(&mut reader) => frame,
+            frame = read_frame_counted::<PeerMessage, _>(&mut reader) => frame,
         };
         match frame {
-            Ok(Some(msg)) => {
+            Ok(Some((msg, bytes))) => {
+                counters.peer_received(uid, bytes);
                 if peer_tx.send((uid, msg)).await.is_err() {
                     return; // the node stopped
                 }
@@ -350,6 +420,7 @@ pub struct ClientConn {
     id: u64,
     reader: BufReader<ReadHalf>,
     writer: WriteHalf,
+    counters: Arc<ListenerCounters>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -369,13 +440,23 @@ impl ClientConn {
     /// (bad frame, reset) means the connection is unusable: log it and drop `self`.
     /// Not cancel-safe (see [`read_frame`]).
     pub async fn read_request(&mut self) -> Result<Option<ClientRequest>> {
-        read_frame(&mut self.reader).await
+        let request = read_frame_counted(&mut self.reader).await?;
+        Ok(request.map(|(request, bytes)| {
+            self.counters
+                .client_received_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            request
+        }))
     }
 
     /// Sends the response to the last request. A response too large for one frame is an
     /// [`Error::Frame`] and nothing is sent (answer with a smaller one instead).
     pub async fn send_response(&mut self, response: &ClientResponse) -> Result<()> {
-        write_frame(&mut self.writer, response).await
+        let bytes = write_frame_counted(&mut self.writer, response).await?;
+        self.counters
+            .client_sent_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
     }
 }
 

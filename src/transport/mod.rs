@@ -54,7 +54,7 @@ pub mod wire;
 
 pub use client::ClientLink;
 pub use frame::{encode_frame, read_frame, write_frame, FRAME_BYTES_MAX};
-pub use listener::{accept_loop, bind, ClientConn, ListenerConfig};
+pub use listener::{accept_loop, bind, ClientConn, ListenerConfig, ListenerCounters};
 pub use peer::PeerLinks;
 pub use tls::TlsContext;
 pub use wire::{ClientRequest, ClientResponse, Hello, StatusReport};

@@ -277,7 +277,7 @@ impl LinkTask {
             }
             let attempt = tokio::select! {
                 _ = wait_shutdown(&mut self.shutdown) => return,
-                result = connect(self.addr, self.my_uid, self.cluster_id, self.peer, self.tls.as_deref()) => result,
+                result = connect(self.addr, self.my_uid, self.cluster_id, self.peer, self.tls.as_deref(), &self.state.sent_bytes) => result,
             };
             match attempt {
                 Ok((reader, writer)) => {
@@ -407,13 +407,15 @@ async fn write_batch(
 }
 
 /// Dials the peer (`peer` is its uid, checked against its certificate with TLS) and
-/// sends the hello. [`CONNECT_TIMEOUT`] bounds the dial and the handshake.
+/// sends the hello, counting it in `sent_bytes`. [`CONNECT_TIMEOUT`] bounds the dial and
+/// the handshake.
 async fn connect(
     addr: SocketAddr,
     my_uid: Uid,
     cluster_id: u64,
     peer: Uid,
     tls: Option<&TlsContext>,
+    sent_bytes: &AtomicU64,
 ) -> Result<(ReadHalf, BufWriter<WriteHalf>)> {
     let context = || format!("connecting to {addr}");
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -440,6 +442,7 @@ async fn connect(
         .flush()
         .await
         .map_err(|e| Error::io("writing hello", e))?;
+    sent_bytes.fetch_add(hello.len() as u64, Ordering::Relaxed);
     Ok((reader, writer))
 }
 

@@ -18,6 +18,10 @@
 //!    replica's: an operator on a replica host may use its certificate).
 //! 4. No `[tls]` section: plaintext, allowed only when every replica address is loopback
 //!    (one warning at start); `[tls] enabled = false` turns TLS off explicitly, anywhere.
+//! 5. The metrics endpoint (HTTPS, [`TlsContext::https_acceptor`]) presents the replica's
+//!    certificate and asks for no client certificate: a scraper needs only the CA (as
+//!    etcd's metrics URL without `--client-cert-auth`). It serves counters, never chat
+//!    data, and reads nothing but one `GET`.
 //!
 //! Not done: certificate revocation (CRLs), reloading certificates without a restart (a
 //! rolling restart rotates them), TLS session resumption (peer links live long).
@@ -110,6 +114,8 @@ pub struct TlsContext {
     replicas: usize,
     /// Present when this context can accept connections (replicas).
     acceptor: Option<TlsAcceptor>,
+    /// One-way TLS with the same certificate (no client certificate), for HTTPS.
+    https_acceptor: Option<TlsAcceptor>,
     connector: TlsConnector,
 }
 
@@ -173,7 +179,7 @@ impl TlsContext {
                 .map_err(|e| Error::config("tls.key", format!("does not fit tls.cert: {e}")))?,
             None => builder.with_no_client_auth(),
         };
-        let acceptor = if pem.serve {
+        let (acceptor, https_acceptor) = if pem.serve {
             let Some((chain, key)) = identity else {
                 return Err(Error::config("tls.cert", "a replica needs a certificate"));
             };
@@ -184,21 +190,40 @@ impl TlsContext {
                 .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(|e| Error::config("tls", format!("TLS setup failed: {e}")))?
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)
+                .with_single_cert(chain.clone(), key.clone_key())
                 .map_err(|e| Error::config("tls.key", format!("does not fit tls.cert: {e}")))?;
             // Connections live long; resumption buys nothing and tickets would be unread
             // bytes on a peer link.
             server.send_tls13_tickets = 0;
-            Some(TlsAcceptor::from(Arc::new(server)))
+            let mut https = ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| Error::config("tls", format!("TLS setup failed: {e}")))?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| Error::config("tls.key", format!("does not fit tls.cert: {e}")))?;
+            // One response per connection: nothing to resume.
+            https.send_tls13_tickets = 0;
+            (
+                Some(TlsAcceptor::from(Arc::new(server))),
+                Some(TlsAcceptor::from(Arc::new(https))),
+            )
         } else {
-            None
+            (None, None)
         };
         Ok(TlsContext {
             cluster_id,
             replicas,
             acceptor,
+            https_acceptor,
             connector: TlsConnector::from(Arc::new(client)),
         })
+    }
+
+    /// The server side of one-way TLS 1.3 with this replica's certificate, asking for no
+    /// client certificate (invariant 5): for the metrics endpoint. `None` when this
+    /// context cannot serve (a client's).
+    pub fn https_acceptor(&self) -> Option<TlsAcceptor> {
+        self.https_acceptor.clone()
     }
 
     /// The context of replica `uid`, or `None` for plaintext. Applies the plaintext rule

@@ -74,6 +74,19 @@ impl Cluster {
         cluster
     }
 
+    /// Like [`Cluster::with_metrics`], with mutual TLS: a new CA and every certificate
+    /// under `tls/` beside the config (as `paxosctl gen-config` makes them). The
+    /// plaintext helpers ([`Cluster::status`], [`TestClient`]) do not work on it.
+    pub fn with_metrics_tls(f: usize) -> Cluster {
+        let mut cluster = Cluster::with_metrics(f, 0.0);
+        paxos::transport::certs::setup_new_cluster(&mut cluster.config, &cluster.config_path)
+            .expect("issue certificates");
+        std::fs::write(&cluster.config_path, cluster.config.to_toml_string())
+            .expect("write config");
+        cluster.config = Config::load(&cluster.config_path).expect("reload config");
+        cluster
+    }
+
     /// Where replica `uid` serves metrics (a cluster made by [`Cluster::with_metrics`]).
     pub fn metrics_addr(&self, uid: Uid) -> std::net::SocketAddr {
         self.config
