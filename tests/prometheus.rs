@@ -73,13 +73,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
+    /// One job `paxos` scraping `targets` over plain HTTP.
     fn start(targets: &[SocketAddr]) -> Prometheus {
-        let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        Prometheus::with_jobs(&format!(
+            "  - job_name: paxos\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ))
+    }
+
+    /// Scrapes every second with the given `scrape_configs` entries (YAML, indented).
+    fn with_jobs(jobs: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: paxos\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
+             scrape_configs:\n{jobs}"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -299,4 +307,70 @@ async fn prometheus_scrapes_a_cluster_through_a_leader_kill() {
         }
     }
     eprintln!("prometheus test took {:?}", started.elapsed());
+}
+
+/// A TLS cluster scraped over HTTPS with only the CA, in the two forms the README gives:
+/// one job per replica with `tls_config.server_name` (the name in its certificate), and
+/// one job for all by IP (the certificate also names the replica's listen IP, which the
+/// metrics address shares here). A job scraping the same targets over plain HTTP stays
+/// down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_tls_cluster_over_https() {
+    if let Err(why) = ensure_prometheus() {
+        eprintln!("SKIPPED prometheus_scrapes_a_tls_cluster_over_https: {why}");
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = Cluster::with_metrics_tls(1);
+    cluster.start_all();
+    let tls = cluster.config.tls.as_ref().expect("TLS on");
+    let ca = tls.resolve(&tls.ca);
+    let cluster_id = cluster.config.cluster_id();
+    let targets: Vec<SocketAddr> = (0..3).map(|u| cluster.metrics_addr(u)).collect();
+    let all: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let all = all.join(", ");
+    let mut jobs = String::new();
+    for (uid, target) in targets.iter().enumerate() {
+        jobs.push_str(&format!(
+            "  - job_name: paxos-{uid}\n    scheme: https\n    tls_config:\n      \
+             ca_file: '{}'\n      server_name: 'replica-{uid}.{cluster_id:016x}.paxos'\n    \
+             static_configs:\n      - targets: ['{target}']\n",
+            ca.display()
+        ));
+    }
+    jobs.push_str(&format!(
+        "  - job_name: paxos-by-ip\n    scheme: https\n    tls_config:\n      ca_file: '{}'\n    \
+         static_configs:\n      - targets: [{all}]\n",
+        ca.display()
+    ));
+    jobs.push_str(&format!(
+        "  - job_name: paxos-plain\n    static_configs:\n      - targets: [{all}]\n"
+    ));
+    let prometheus = Prometheus::with_jobs(&jobs);
+
+    prometheus.wait_for(
+        "every replica up over https, both ways",
+        "up{job!=\"paxos-plain\"} == 1",
+        Duration::from_secs(15),
+        |r| r.len() == 6,
+    );
+    prometheus.wait_for(
+        "one leader, seen over https",
+        "paxos_is_leader{job=\"paxos-by-ip\"} == 1",
+        Duration::from_secs(10),
+        |r| leader_of(r).is_some(),
+    );
+    prometheus.wait_for(
+        "bytes received from peers, seen over https",
+        "paxos_peer_received_bytes_total{job=~\"paxos-[0-9]\"} > 0",
+        Duration::from_secs(10),
+        |r| r.len() >= 4,
+    );
+    prometheus.wait_for(
+        "plain http gets nothing",
+        "up{job=\"paxos-plain\"} == 0",
+        Duration::from_secs(10),
+        |r| r.len() == 3,
+    );
+    eprintln!("prometheus TLS test took {:?}", started.elapsed());
 }
