@@ -152,22 +152,19 @@ async fn a_tls_replica_serves_metrics_over_https_with_its_certificate() {
     let leader = leader.expect("one replica reports itself leader");
 
     // Bytes in per peer: the leader hears from both followers (acks), each follower from
-    // the leader (heartbeats), both counted where the frames are read.
-    scrape_until(&cluster, &tls, leader, "bytes from both followers", |s| {
-        (0..3 as Uid).filter(|p| *p != leader).all(|p| {
-            sample(
-                s,
-                &format!("paxos_peer_received_bytes_total{{uid=\"{leader}\",peer=\"{p}\"}}"),
-            ) > 0.0
+    // the leader (heartbeats), counted frame by frame where they are read: the counts
+    // keep growing past the hello.
+    let mut links = vec![(leader, (leader + 1) % 3), (leader, (leader + 2) % 3)];
+    links.extend((0..3 as Uid).filter(|u| *u != leader).map(|f| (f, leader)));
+    for (uid, peer) in links {
+        let series = format!("paxos_peer_received_bytes_total{{uid=\"{uid}\",peer=\"{peer}\"}}");
+        let first = scrape_until(&cluster, &tls, uid, "bytes from a peer", |s| {
+            sample(s, &series) > 0.0
         })
-    })
-    .await;
-    for follower in (0..3 as Uid).filter(|u| *u != leader) {
-        scrape_until(&cluster, &tls, follower, "bytes from the leader", |s| {
-            sample(
-                s,
-                &format!("paxos_peer_received_bytes_total{{uid=\"{follower}\",peer=\"{leader}\"}}"),
-            ) > 0.0
+        .await;
+        let first = sample(&first, &series);
+        scrape_until(&cluster, &tls, uid, "bytes from a peer growing", |s| {
+            sample(s, &series) >= first + 100.0
         })
         .await;
     }
