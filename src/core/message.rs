@@ -3,6 +3,7 @@
 //! Every field's doc says what its zero or `None` means. The same types are encoded with
 //! postcard on the wire (see `transport`) and, for [`Record`](super::Record), on disk.
 
+use super::sessions::Session;
 use super::types::{Ballot, RequestId, Slot, Uid, Value};
 use serde::{Deserialize, Serialize};
 
@@ -171,6 +172,14 @@ pub enum Record {
         ballot: Ballot,
         value: Value,
     },
-    /// `slot` is decided with `value` (never changes once written).
-    Decided { slot: Slot, value: Value },
+    /// `slot` is decided with `value` and applied: it extends the applied log by one.
+    /// Decided records come in slot order, contiguous from the end of the stored log
+    /// (a store may drop one it already holds); `dup` is how it applies (a later copy
+    /// of a request, see [`crate::core::Sessions`]). Never changes once written. The
+    /// store may now drop the accepted entry of `slot`.
+    Decided { slot: Slot, value: Value, dup: bool },
+    /// The session table as of the applied prefix `upto` (every slot below it applied,
+    /// and its Decided record written before this one). A store keeps the latest; a
+    /// restart rebuilds the table from it plus the applied entries from `upto` on.
+    SessionsCheckpoint { upto: Slot, sessions: Vec<Session> },
 }

@@ -88,13 +88,15 @@
 pub mod applied;
 mod message;
 mod replica;
+mod sessions;
 mod state;
 mod types;
 
 pub use message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
 pub use replica::{
-    Input, ReadRef, Ready, Replica, ReplicaConfig, ReplicaStatus, Role, READS_PENDING_MAX,
-    ROUND_MAX, SLOT_LOOKAHEAD_MAX,
+    Input, LogAnswer, LogSend, ReadRef, Ready, Replica, ReplicaConfig, ReplicaStatus, Role,
+    READS_PENDING_MAX, ROUND_MAX, SLOT_LOOKAHEAD_MAX,
 };
+pub use sessions::{Session, SessionLookup, Sessions, SESSIONS_CHECKPOINT_SLOTS, SESSIONS_MAX};
 pub use state::PersistentState;
 pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};

@@ -2,20 +2,35 @@
 //! produce it ([`crate::storage::Storage::load`]); the core consumes it
 //! ([`crate::core::Replica::new`]). It lives in the core so that storage depends on the
 //! core and never the reverse.
+//!
+//! It is small by design: the decided log itself is not in it. Every slot below
+//! `decided_upto` is applied and stays in the store, read back through
+//! [`crate::storage::LogRead`] by whoever needs it (the driver, for reads, catch-up and
+//! phase 1 answers below what the core holds).
 
-use super::message::Record;
-use super::types::{Ballot, Slot, Value};
+use super::sessions::Session;
+use super::types::{Ballot, LogEntry, Slot, Value};
 use std::collections::BTreeMap;
 
 /// Everything a replica needs to rebuild itself after a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistentState {
-    /// `None`: a fresh store (nothing was ever persisted). `Some(b)`: the highest promise.
+    /// `None`: a fresh store (nothing was ever persisted). `Some(b)`: the highest promise
+    /// (a store folds in the highest ballot it ever accepted in).
     pub promised: Option<Ballot>,
-    /// slot -> (ballot, value) of the latest accept at each slot.
+    /// slot -> (ballot, value) of the latest accept at each slot at or above
+    /// `decided_upto` (a store may also return lower ones; the core ignores them).
     pub accepted: BTreeMap<Slot, (Ballot, Value)>,
-    /// slot -> decided value.
-    pub decided: BTreeMap<Slot, Value>,
+    /// Every slot below this is decided, applied and durable in the store's log.
+    pub decided_upto: Slot,
+    /// The latest session checkpoint: the table as of slot `sessions_upto`.
+    pub sessions: Vec<Session>,
+    /// The applied prefix the checkpoint was taken at (0 with no checkpoint), at most
+    /// `decided_upto`.
+    pub sessions_upto: Slot,
+    /// The applied entries of slots `sessions_upto..decided_upto`, in order: the core
+    /// replays them into the session table.
+    pub tail: Vec<LogEntry>,
 }
 
 impl PersistentState {
@@ -23,28 +38,6 @@ impl PersistentState {
     /// the one place "fresh" is defined; the core (initial leadership of uid 0) and the
     /// driver (`--skip-slots` only on a fresh store) both ask it.
     pub fn is_fresh(&self) -> bool {
-        self.promised.is_none() && self.accepted.is_empty() && self.decided.is_empty()
-    }
-
-    /// Applies records in order, as a backend must (later records win; a promise never
-    /// goes backwards; a decided slot never changes).
-    pub fn apply(&mut self, record: &Record) {
-        match record {
-            Record::Promise(ballot) => {
-                if self.promised.is_none_or(|p| p < *ballot) {
-                    self.promised = Some(*ballot);
-                }
-            }
-            Record::Accepted {
-                slot,
-                ballot,
-                value,
-            } => {
-                self.accepted.insert(*slot, (*ballot, value.clone()));
-            }
-            Record::Decided { slot, value } => {
-                self.decided.entry(*slot).or_insert_with(|| value.clone());
-            }
-        }
+        self.promised.is_none() && self.accepted.is_empty() && self.decided_upto == 0
     }
 }

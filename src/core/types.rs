@@ -102,6 +102,17 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The decided value this entry was applied from.
+    pub fn value(&self) -> Value {
+        match self.id {
+            Some(id) if self.kind != LogEntryKind::Noop => Value::Msg {
+                id,
+                body: self.body.clone(),
+            },
+            _ => Value::Noop,
+        }
+    }
+
     pub fn from_decided(slot: Slot, value: &Value, first_time: bool) -> LogEntry {
         match value {
             Value::Noop => LogEntry {

@@ -25,7 +25,7 @@ mod quorum;
 mod tick;
 
 use super::applied::applied_entry;
-use super::message::{ClientRef, PeerMessage, Record, SubmitReply};
+use super::message::{ClientRef, PeerMessage, PromiseEntry, Record, SubmitReply};
 use super::state::PersistentState;
 use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
 pub use bounds::{ROUND_MAX, SLOT_LOOKAHEAD_MAX};
@@ -146,6 +146,81 @@ pub struct Ready {
     /// Read indexes for [`Input::ReadIndex`]: `Some(s)`: serve the read once the decided
     /// prefix reaches `s`; `None`: no leader confirmed it (the reader retries).
     pub reads: Vec<(ReadRef, Option<Slot>)>,
+    /// Answers the driver completes with applied entries read from the store (slots the
+    /// core no longer holds): see [`LogSend`].
+    pub log_sends: Vec<LogSend>,
+}
+
+/// A Promise or CatchUp chunk made of applied entries the core no longer holds (they are
+/// durable in the store): the driver reads them with
+/// `LogRead::read_log(from_slot, entries_max, bytes_max)`, keeps those below `upto`, and
+/// sends [`LogSend::complete`]'s message to `to` (a Promise after the flush of this
+/// `Ready`, as it vouches for its promise; a CatchUp at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSend {
+    pub to: Uid,
+    pub from_slot: Slot,
+    /// The first slot the core still holds: the chunk stops before it.
+    pub upto: Slot,
+    pub entries_max: usize,
+    pub bytes_max: usize,
+    pub answer: LogAnswer,
+}
+
+/// Which message a [`LogSend`] becomes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogAnswer {
+    /// A Promise chunk of `ballot`; `from_slot` echoes the Prepare's.
+    Promise {
+        ballot: Ballot,
+        decided_upto: Slot,
+    },
+    CatchUp {
+        decided_upto: Slot,
+    },
+}
+
+impl LogSend {
+    /// The message, from the entries the store returned for this request, and whether it
+    /// vouches for the records of its `Ready` (send it after their flush). `None` if the
+    /// store returned nothing (an error was logged by whoever read it): the requester
+    /// asks again after its timeout.
+    pub fn complete(&self, entries: Vec<LogEntry>) -> Option<(PeerMessage, bool)> {
+        let entries: Vec<LogEntry> = entries
+            .into_iter()
+            .filter(|e| e.slot >= self.from_slot && e.slot < self.upto)
+            .collect();
+        let end = entries.last()?.slot + 1;
+        Some(match self.answer {
+            LogAnswer::Promise {
+                ballot,
+                decided_upto,
+            } => (
+                PeerMessage::Promise {
+                    ballot,
+                    from_slot: self.from_slot,
+                    decided_upto,
+                    entries: entries
+                        .iter()
+                        .map(|e| PromiseEntry {
+                            slot: e.slot,
+                            accepted_in: None,
+                            value: e.value(),
+                        })
+                        .collect(),
+                    next_slot: Some(end),
+                },
+                true,
+            ),
+            LogAnswer::CatchUp { decided_upto } => (
+                PeerMessage::CatchUp {
+                    entries: entries.iter().map(|e| (e.slot, e.value())).collect(),
+                    decided_upto,
+                },
+                false,
+            ),
+        })
+    }
 }
 
 impl Ready {
@@ -156,6 +231,7 @@ impl Ready {
             && self.replies.is_empty()
             && self.warnings.is_empty()
             && self.reads.is_empty()
+            && self.log_sends.is_empty()
     }
 
     /// Whether the driver has anything to hand to storage: records, or messages that
