@@ -6,15 +6,21 @@
 //! After every step the safety invariants are checked; once faults heal, every submitted
 //! request must commit within a bounded time.
 //!
+//! Storage is modelled as the daemon uses it: a replica's applied log lives in its store
+//! (the core drops slots once their Decided records are durable), so client reads,
+//! catch-up and phase-1 chunks of old slots are read back from the store
+//! (`Ready::log_sends`), restarts rebuild sessions from a checkpoint plus the entries
+//! after it, and a small session table (some seeds) makes sessions expire.
+//!
 //! - `cargo test --test simulator` runs `PAXOS_SIM_SEEDS` seeds (default 2000).
 //! - `PAXOS_SIM_SEED=N cargo test --test simulator replay -- --nocapture` replays one seed
 //!   with a trace of its events.
 
 use paxos::core::{
-    Ballot, Input, PeerMessage, Record, Replica, ReplicaConfig, RequestId, Slot, SubmitReply, Uid,
-    Value,
+    Ballot, Input, LogEntry, LogEntryKind, PeerMessage, Record, Replica, ReplicaConfig, RequestId,
+    Slot, SubmitReply, Uid, Value, SESSIONS_MAX,
 };
-use paxos::storage::{MemStorage, Storage};
+use paxos::storage::{LogRead, MemStorage, Storage};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -75,6 +81,10 @@ struct Scenario {
     deaf_leader: bool,
     /// Chance per ms of a linearizable read at a random replica.
     read_per_ms: f64,
+    /// The session table's bound (small in some seeds: sessions expire).
+    sessions_max: usize,
+    /// Applied slots between session checkpoints.
+    sessions_checkpoint_slots: u64,
 }
 
 impl Scenario {
@@ -109,6 +119,12 @@ impl Scenario {
             one_way_per_ms: rng.below(3) as f64 / 1000.0,
             deaf_leader: rng.chance(0.15),
             read_per_ms: rng.below(30) as f64 / 1000.0,
+            sessions_max: if rng.chance(0.3) {
+                rng.range(1, 4) as usize
+            } else {
+                SESSIONS_MAX
+            },
+            sessions_checkpoint_slots: rng.range(1, 20),
         }
     }
 }
@@ -180,6 +196,8 @@ struct Sim {
     partition_until: u64,
     /// The value each slot was decided with, by anyone.
     chosen: HashMap<Slot, Value>,
+    /// Whether each applied slot is a dup, as the first replica to apply it said.
+    chosen_dup: HashMap<Slot, bool>,
     submitted: HashMap<RequestId, String>,
     acked: HashMap<RequestId, Slot>,
     steps: u64,
@@ -217,6 +235,7 @@ impl Sim {
             partition: None,
             partition_until: 0,
             chosen: HashMap::new(),
+            chosen_dup: HashMap::new(),
             submitted: HashMap::new(),
             acked: HashMap::new(),
             steps: 0,
@@ -316,6 +335,8 @@ impl Sim {
         config.batch_values_max = 4;
         config.chunk_entries_max = 3;
         config.inflight_slots_max = 16;
+        config.sessions_max = self.sc.sessions_max;
+        config.sessions_checkpoint_slots = self.sc.sessions_checkpoint_slots;
         if uid == 0 {
             config.skip_slots = self.sc.skip_slots.iter().copied().collect();
         }
@@ -380,6 +401,32 @@ impl Sim {
             ));
         }
         self.check_decisions(uid, &ready.records)?;
+        self.check_held(uid)?;
+        let mut after_flush = ready.messages;
+        for send in &ready.log_sends {
+            // The store answers for what the core dropped: it must hold all of it.
+            let store = &self.nodes[uid as usize].storage;
+            let entries = store
+                .read_log(send.from_slot, send.entries_max, send.bytes_max)
+                .map_err(|e| e.to_string())?;
+            let Some((msg, vouches)) = send.complete(entries) else {
+                return Err(format!(
+                    "replica {uid} dropped slots from {} its store does not hold (stored log ends at {})",
+                    send.from_slot,
+                    store.decided_upto()
+                ));
+            };
+            if vouches {
+                after_flush.push((send.to, msg));
+            } else {
+                self.log(|| format!("{uid} -> {} (now, from store): {msg:?}", send.to));
+                self.enqueue(Packet::Peer {
+                    from: uid,
+                    to: send.to,
+                    msg,
+                });
+            }
+        }
         for (read, index) in &ready.reads {
             if let (Some((at, seen)), Some(index)) = (self.reads.remove(read), index) {
                 debug_assert_eq!(at, uid);
@@ -399,11 +446,10 @@ impl Sim {
                 reply,
             });
         }
-        if !ready.records.is_empty() || !ready.messages.is_empty() {
+        if !ready.records.is_empty() || !after_flush.is_empty() {
             let delay = self.rng.below(self.sc.flush_delay_max_ms + 1);
             let node = &mut self.nodes[uid as usize];
-            node.unflushed
-                .push((ready.seq, ready.records, ready.messages));
+            node.unflushed.push((ready.seq, ready.records, after_flush));
             node.flush_at.get_or_insert(self.now + delay);
         }
         Ok(())
@@ -476,14 +522,16 @@ impl Sim {
                 continue;
             }
             let (uid, index, seen) = self.reads_applying.swap_remove(i);
-            let log: HashMap<RequestId, Slot> = r
-                .log_entries(0, usize::MAX)
+            // Every Msg as (request, slot): a request applied again after its session
+            // expired has two, and the acknowledged one must be among them.
+            let log: HashSet<(RequestId, Slot)> = self
+                .applied_log(uid)
                 .into_iter()
-                .filter(|e| e.kind == paxos::core::LogEntryKind::Msg)
+                .filter(|e| e.kind == LogEntryKind::Msg)
                 .filter_map(|e| e.id.map(|id| (id, e.slot)))
                 .collect();
             for (id, slot) in &seen {
-                if *slot >= index || log.get(id) != Some(slot) {
+                if *slot >= index || !log.contains(&(*id, *slot)) {
                     return Err(format!(
                         "linearizability: a read at replica {uid} with index {index} misses {id}, acknowledged at slot {slot} before the read began"
                     ));
@@ -503,6 +551,8 @@ impl Sim {
     fn check_records(&mut self, uid: Uid, records: &[Record]) -> Result<(), Failure> {
         let node = &mut self.nodes[uid as usize];
         let mut promised = node.max_promised.unwrap_or(Ballot::ZERO);
+        // Decided records extend the stored log at its end, in order.
+        let mut stored_end = node.storage.decided_upto();
         for record in records {
             match record {
                 Record::Promise(b) => {
@@ -532,13 +582,28 @@ impl Sim {
                     check_valid(&self.submitted, value)
                         .map_err(|e| format!("replica {uid} accepted at slot {slot}: {e}"))?;
                 }
-                Record::Decided { slot, value } => {
-                    if let Some(mine) = node.storage.state.decided.get(slot) {
-                        if mine != value {
+                Record::Decided { slot, value, .. } => {
+                    let stored = stored_end;
+                    match node.storage.log.get(*slot as usize) {
+                        Some(mine) if &mine.value() != value => {
                             return Err(format!(
                                 "stability: replica {uid} re-decided slot {slot}: {mine:?} then {value:?}"
                             ));
                         }
+                        Some(_) => {}
+                        None if *slot != stored => {
+                            return Err(format!(
+                                "replica {uid}: Decided record for slot {slot} while its stored log ends at {stored}"
+                            ));
+                        }
+                        None => stored_end += 1,
+                    }
+                }
+                Record::SessionsCheckpoint { upto, .. } => {
+                    if *upto > stored_end {
+                        return Err(format!(
+                            "replica {uid}: session checkpoint at {upto} past its stored log ({stored_end})"
+                        ));
                     }
                 }
             }
@@ -550,9 +615,22 @@ impl Sim {
     /// its Decided record is durable: a reply or a read may already depend on it).
     fn check_decisions(&mut self, uid: Uid, records: &[Record]) -> Result<(), Failure> {
         for record in records {
-            if let Record::Decided { slot, value } = record {
+            if let Record::Decided { slot, value, dup } = record {
                 check_valid(&self.submitted, value)
                     .map_err(|e| format!("replica {uid} decided slot {slot}: {e}"))?;
+                // Sessions are a function of the applied log: every replica marks the same
+                // slots dup, whatever its restarts and expiries.
+                match self.chosen_dup.get(slot) {
+                    Some(d) if d != dup => {
+                        return Err(format!(
+                            "exactly-once: replica {uid} applied slot {slot} with dup={dup}, another with dup={d}"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.chosen_dup.insert(*slot, *dup);
+                    }
+                }
                 match self.chosen.get(slot) {
                     Some(v) if v != value => {
                         return Err(format!(
@@ -585,8 +663,8 @@ impl Sim {
             .nodes
             .iter()
             .filter(|n| {
-                n.storage.state.decided.get(&slot) == Some(value)
-                    || n.storage.state.accepted.get(&slot).map(|(_, v)| v) == Some(value)
+                n.storage.log.get(slot as usize).map(|e| e.value()).as_ref() == Some(value)
+                    || n.storage.accepted.get(&slot).map(|(_, v)| v) == Some(value)
             })
             .count();
         if holders < self.majority() {
@@ -873,20 +951,40 @@ impl Sim {
     /// Exactly-once and agreement over every replica's applied log.
     fn check_logs(&self) -> Result<(), Failure> {
         for (uid, node) in self.nodes.iter().enumerate() {
-            let Some(r) = &node.replica else { continue };
-            let mut seen = HashSet::new();
-            for entry in r.log_entries(0, usize::MAX) {
+            if node.replica.is_none() {
+                continue;
+            }
+            // Per client: its last Msg slot, and the clients applied since then.
+            let mut last_msg: HashMap<u64, Slot> = HashMap::new();
+            let mut seen: HashMap<RequestId, Slot> = HashMap::new();
+            let log = self.applied_log(uid as Uid);
+            for entry in &log {
                 if self.chosen.get(&entry.slot).map(|v| v.request_id()) != Some(entry.id) {
                     return Err(format!(
                         "replica {uid} applied slot {} not matching the chosen value",
                         entry.slot
                     ));
                 }
-                if entry.kind == paxos::core::LogEntryKind::Msg {
+                if entry.kind == LogEntryKind::Msg {
                     let id = entry.id.ok_or("msg without id")?;
-                    if !seen.insert(id) {
-                        return Err(format!("exactly-once: replica {uid} applied {id} twice"));
+                    if let Some(first) = seen.insert(id, entry.slot) {
+                        // Allowed only once the client's session can have expired: at
+                        // least `sessions_max` other clients applied since its last Msg.
+                        let since = last_msg.get(&id.client_id).copied().unwrap_or(first);
+                        let others: HashSet<u64> = log[since as usize + 1..entry.slot as usize]
+                            .iter()
+                            .filter(|e| e.kind == LogEntryKind::Msg)
+                            .filter_map(|e| e.id.map(|i| i.client_id))
+                            .filter(|c| *c != id.client_id)
+                            .collect();
+                        if others.len() < self.sc.sessions_max {
+                            return Err(format!(
+                                "exactly-once: replica {uid} applied {id} at slots {first} and {} with its session live",
+                                entry.slot
+                            ));
+                        }
                     }
+                    last_msg.insert(id.client_id, entry.slot);
                 }
             }
         }
@@ -904,11 +1002,8 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(uid, _)| self.deaf != Some(*uid as Uid))
-            .filter_map(|(uid, n)| {
-                n.replica
-                    .as_ref()
-                    .map(|r| (uid, r.log_entries(0, usize::MAX)))
-            })
+            .filter(|(_, n)| n.replica.is_some())
+            .map(|(uid, _)| (uid, self.applied_log(uid as Uid)))
             .collect();
         let (first_uid, reference) = logs.first().cloned().ok_or("no replica is up")?;
         for (uid, log) in &logs {
@@ -918,20 +1013,63 @@ impl Sim {
                 ));
             }
         }
-        let msgs: HashMap<RequestId, Slot> = reference
-            .iter()
-            .filter(|e| e.kind == paxos::core::LogEntryKind::Msg)
-            .filter_map(|e| e.id.map(|id| (id, e.slot)))
-            .collect();
         for (id, slot) in &self.acked {
-            match msgs.get(id) {
-                Some(s) if s == slot => {}
+            match reference.get(*slot as usize) {
+                Some(e) if e.kind == LogEntryKind::Msg && e.id == Some(*id) => {}
                 other => {
                     return Err(format!(
-                        "acknowledged {id} at slot {slot} but the log has it at {other:?}"
+                        "acknowledged {id} at slot {slot} but the log holds {other:?} there"
                     ))
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A replica's whole applied log, as a reader sees it: from its store below the
+    /// core's `stored_upto`, from the core above.
+    fn applied_log(&self, uid: Uid) -> Vec<LogEntry> {
+        let node = &self.nodes[uid as usize];
+        let Some(r) = &node.replica else {
+            return Vec::new();
+        };
+        let stored = r.stored_upto() as usize;
+        let mut log: Vec<LogEntry> = node.storage.log[..stored.min(node.storage.log.len())].to_vec();
+        log.extend(r.log_entries(r.stored_upto(), usize::MAX));
+        log
+    }
+
+    /// Agreement of what the core holds decided (above its prefix too) with every other
+    /// decision, after every step; and the core holds only a bounded part of the log.
+    fn check_held(&mut self, uid: Uid) -> Result<(), Failure> {
+        let Some(r) = &self.nodes[uid as usize].replica else {
+            return Ok(());
+        };
+        for (slot, value) in r.decided() {
+            if *slot < r.stored_upto() {
+                return Err(format!(
+                    "replica {uid} holds slot {slot} below its stored prefix {}",
+                    r.stored_upto()
+                ));
+            }
+            match self.chosen.get(slot) {
+                Some(v) if v != value => {
+                    return Err(format!(
+                        "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.chosen.insert(*slot, value.clone());
+                }
+            }
+        }
+        if r.stored_upto() > self.nodes[uid as usize].storage.decided_upto() {
+            return Err(format!(
+                "replica {uid} believes slots below {} stored, its store ends at {}",
+                r.stored_upto(),
+                self.nodes[uid as usize].storage.decided_upto()
+            ));
         }
         Ok(())
     }

@@ -1,35 +1,28 @@
 //! The applied-log rule, written once: decided slots are applied in slot order from 0 and
-//! application stops at the first hole; a slot holding a request is `msg` if it is the
-//! first slot that request is decided at and `dup` if it is a later copy (a retry that
-//! landed twice across a leader change); a no-op is `noop`. The replica's reads
-//! ([`crate::core::Replica::log_entries`]) and the offline reader of a stopped store both
-//! use it, so a log looks the same whichever way it is read.
+//! application stops at the first hole; a slot holding a request is `msg` if it applies
+//! and `dup` if the client's session already holds that request or a later one (a retry
+//! that landed twice across a leader change; see [`crate::core::Sessions`]); a no-op is
+//! `noop`. The replica computes it as it applies ([`crate::core::Record::Decided`]
+//! carries the result to the store); this function is the same rule for a plain map of
+//! decided values (tests, a snapshot restored from a file of values).
 
-use super::types::{LogEntry, RequestId, Slot, Value};
-use std::collections::HashMap;
+use super::sessions::Sessions;
+use super::types::{LogEntry, Slot, Value};
 
-/// The entry for decided `slot` holding `value`, given the first slot its request is
-/// decided at (`None` for a no-op, or when unknown, which counts as first).
-pub fn applied_entry(slot: Slot, value: &Value, first_slot: Option<Slot>) -> LogEntry {
-    let first = match value.request_id() {
-        None => true,
-        Some(_) => first_slot.is_none_or(|first| first == slot),
-    };
-    LogEntry::from_decided(slot, value, first)
-}
-
-/// Applies decided slots (in slot order) from slot 0, stopping at the first hole.
-pub fn applied_log<'a>(decided: impl IntoIterator<Item = (&'a Slot, &'a Value)>) -> Vec<LogEntry> {
-    let mut first_slot_of: HashMap<RequestId, Slot> = HashMap::new();
+/// Applies decided slots (in slot order) from slot 0, stopping at the first hole, with a
+/// session table of `sessions_max` sessions.
+pub fn applied_log<'a>(
+    decided: impl IntoIterator<Item = (&'a Slot, &'a Value)>,
+    sessions_max: usize,
+) -> Vec<LogEntry> {
+    let mut sessions = Sessions::new(sessions_max);
     let mut out = Vec::new();
     for (expected, (slot, value)) in (0..).zip(decided) {
         if *slot != expected {
             break; // a hole: application stops here
         }
-        let first = value
-            .request_id()
-            .map(|id| *first_slot_of.entry(id).or_insert(*slot));
-        out.push(applied_entry(*slot, value, first));
+        let dup = sessions.apply(*slot, value);
+        out.push(LogEntry::from_decided(*slot, value, !dup));
     }
     out
 }
@@ -37,7 +30,7 @@ pub fn applied_log<'a>(decided: impl IntoIterator<Item = (&'a Slot, &'a Value)>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{LogEntryKind, RequestId};
+    use crate::core::{LogEntryKind, RequestId, SESSIONS_MAX};
 
     fn msg(client: u64, seq: u64) -> Value {
         Value::Msg {
@@ -60,7 +53,10 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let kinds: Vec<LogEntryKind> = applied_log(&decided).into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<LogEntryKind> = applied_log(&decided, SESSIONS_MAX)
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
         assert_eq!(
             kinds,
             vec![

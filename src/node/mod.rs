@@ -23,7 +23,7 @@ pub mod systemd;
 
 use crate::config::Config;
 use crate::core::{
-    ClientRef, Input, PeerMessage, Replica, ReplicaConfig, ReplicaStatus, RequestId, Slot,
+    ClientRef, Input, LogAnswer, LogSend, PeerMessage, Replica, ReplicaConfig, ReplicaStatus, RequestId, Slot,
     SubmitReply, Uid,
 };
 use crate::storage::sled_store::SledStorage;
@@ -144,7 +144,9 @@ impl Node {
             fresh,
             promised = ?state.promised,
             accepted = state.accepted.len(),
-            decided = state.decided.len(),
+            decided_upto = state.decided_upto,
+            sessions = state.sessions.len(),
+            replayed = state.tail.len(),
             "replica state loaded"
         );
         let mut replica_config = ReplicaConfig::new(
@@ -258,6 +260,7 @@ impl Node {
         drop(client_tx);
 
         let (durable_tx, mut durable_rx) = watch::channel(0u64);
+        let log: reads::SharedLog = Arc::new(storage.log_reader());
         let flusher = Flusher::spawn(
             storage,
             links.clone(),
@@ -279,7 +282,8 @@ impl Node {
             flusher,
             waiting: HashMap::new(),
             next_client_ref: 1,
-            reads: Reads::default(),
+            reads: Reads::new(log.clone()),
+            log,
             last_sweep: Instant::now(),
             draining_until: None,
             sent_seq: 0,
@@ -390,6 +394,9 @@ struct Driver {
     waiting: HashMap<ClientRef, (oneshot::Sender<SubmitReply>, Instant)>,
     next_client_ref: ClientRef,
     reads: Reads,
+    /// The store's applied log: client reads, catch-up and phase-1 chunks of slots the
+    /// core no longer holds.
+    log: reads::SharedLog,
     last_status: ReplicaStatus,
     last_sweep: Instant,
     /// Shutting down: the hand-off runs until then at the latest.
@@ -450,6 +457,10 @@ impl Driver {
         for (read, read_index) in ready.reads {
             self.reads.read_index(&self.replica, read, read_index);
         }
+        let mut messages = ready.messages;
+        for send in ready.log_sends {
+            self.log_send(send, &mut messages);
+        }
         for (client, reply) in ready.replies {
             if let Some((tx, arrived)) = self.waiting.remove(&client) {
                 if matches!(reply, SubmitReply::Committed { .. }) {
@@ -458,11 +469,11 @@ impl Driver {
                 let _ = tx.send(reply);
             }
         }
-        if !ready.records.is_empty() || !ready.messages.is_empty() {
+        if !ready.records.is_empty() || !messages.is_empty() {
             let outbox = Outbox {
                 seq: ready.seq,
                 records: ready.records,
-                messages: ready.messages,
+                messages,
             };
             self.sent_seq = ready.seq;
             if self.flusher.send(outbox).await.is_err() {
@@ -470,6 +481,39 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Completes a [`LogSend`] from the store. A CatchUp is read and sent from a blocking
+    /// thread (a laggard streaming millions of entries must not hold up the core loop); a
+    /// Promise is read here and joins the messages sent after this Ready's flush (it
+    /// vouches for the promise).
+    fn log_send(&self, send: LogSend, after_flush: &mut Vec<(Uid, PeerMessage)>) {
+        let read = |log: &reads::SharedLog, send: &LogSend| match log.read_log(
+            send.from_slot,
+            send.entries_max,
+            send.bytes_max,
+        ) {
+            Ok(entries) => send.complete(entries),
+            Err(e) => {
+                tracing::error!(to = send.to, from_slot = send.from_slot, error = %e, "reading the applied log for a peer failed");
+                None
+            }
+        };
+        match send.answer {
+            LogAnswer::Promise { .. } => {
+                if let Some((msg, _)) = read(&self.log, &send) {
+                    after_flush.push((send.to, msg));
+                }
+            }
+            LogAnswer::CatchUp { .. } => {
+                let (log, links) = (self.log.clone(), self.links.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Some((msg, _)) = read(&log, &send) {
+                        links.send(send.to, msg);
+                    }
+                });
+            }
+        }
     }
 
     /// After each batch: log role changes, answer parked reads, sweep closed waiters.

@@ -6,6 +6,11 @@
 //! (`Input::ReadIndex` -> `Ready::reads`); the answer waits here until this replica has
 //! applied everything below the index, then the client pages with `ReadLog` as usual.
 //!
+//! Where entries come from: applied slots below the core's `stored_upto` are read from
+//! the store ([`LogRead`]) on a blocking thread, so a reader paging a long log never holds
+//! up the core loop; the few applied slots the store does not hold yet come from the
+//! core. Neither side holds more than one page per reader.
+//!
 //! Bounds: an answer holds at most [`READ_LOG_ENTRIES_MAX`] entries and
 //! [`READ_LOG_BYTES_MAX`] bytes of values, so it always fits one frame
 //! ([`crate::transport::frame::FRAME_BYTES_MAX`]) whatever the message sizes; at most
@@ -13,9 +18,11 @@
 //! waits at most [`READ_LOG_WAIT_MS_MAX`].
 
 use crate::core::{ReadRef, Replica, Slot};
+use crate::storage::LogRead;
 use crate::transport::frame::FRAME_BYTES_MAX;
 use crate::transport::wire::ClientResponse;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -37,9 +44,12 @@ struct ParkedRead {
     reply: oneshot::Sender<ClientResponse>,
 }
 
+/// The store's applied log, shared with blocking reader threads.
+pub(crate) type SharedLog = Arc<dyn LogRead + Send + Sync>;
+
 /// The reads waiting for entries.
-#[derive(Default)]
 pub(crate) struct Reads {
+    log: SharedLog,
     parked: Vec<ParkedRead>,
     /// Linearizable reads waiting for the core's read index, by the handle it was given.
     /// Bounded by the client connections (one request each); the core answers every one.
@@ -50,6 +60,16 @@ pub(crate) struct Reads {
 }
 
 impl Reads {
+    pub(crate) fn new(log: SharedLog) -> Reads {
+        Reads {
+            log,
+            parked: Vec::new(),
+            indexing: HashMap::new(),
+            next_read: 0,
+            applying: Vec::new(),
+        }
+    }
+
     /// Answers a ReadLog now if it has entries (or must not wait), else parks it.
     pub(crate) fn read(
         &mut self,
@@ -64,7 +84,7 @@ impl Reads {
             || wait_ms == 0
             || self.parked.len() >= PARKED_READS_MAX
         {
-            let _ = reply.send(page(replica, from_slot, max_entries));
+            self.answer(replica, from_slot, max_entries, reply);
             return;
         }
         self.parked.push(ParkedRead {
@@ -130,18 +150,46 @@ impl Reads {
             let p = &self.parked[i];
             if p.from_slot < upto || p.deadline <= now || p.reply.is_closed() {
                 let p = self.parked.swap_remove(i);
-                let _ = p.reply.send(page(replica, p.from_slot, p.max_entries));
+                self.answer(replica, p.from_slot, p.max_entries, p.reply);
             } else {
                 i += 1;
             }
         }
     }
-}
 
-/// One answer: applied entries from `from_slot`, bounded in count and bytes.
-fn page(replica: &Replica, from_slot: Slot, max_entries: u32) -> ClientResponse {
-    ClientResponse::Log {
-        entries: replica.log_page(from_slot, max_entries as usize, READ_LOG_BYTES_MAX),
-        decided_upto: replica.decided_upto(),
+    /// One answer: applied entries from `from_slot`, bounded in count and bytes; from the
+    /// store (on a blocking thread) below the core's `stored_upto`, else from the core.
+    fn answer(
+        &self,
+        replica: &Replica,
+        from_slot: Slot,
+        max_entries: u32,
+        reply: oneshot::Sender<ClientResponse>,
+    ) {
+        let decided_upto = replica.decided_upto();
+        if from_slot >= replica.stored_upto() {
+            let entries = replica.log_page(from_slot, max_entries as usize, READ_LOG_BYTES_MAX);
+            let _ = reply.send(ClientResponse::Log {
+                entries,
+                decided_upto,
+            });
+            return;
+        }
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || {
+            let answer = match log.read_log(from_slot, max_entries as usize, READ_LOG_BYTES_MAX) {
+                Ok(entries) => ClientResponse::Log {
+                    entries,
+                    decided_upto,
+                },
+                Err(e) => {
+                    tracing::error!(from_slot, error = %e, "reading the applied log from the store failed");
+                    ClientResponse::Error {
+                        reason: format!("reading the log from slot {from_slot} failed: {e}"),
+                    }
+                }
+            };
+            let _ = reply.send(answer);
+        });
     }
 }

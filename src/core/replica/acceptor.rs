@@ -3,7 +3,7 @@
 //! persist, then answer Accepted), and hearing a leader (`hear_leader`, `on_heartbeat`),
 //! which feeds leader stickiness and the failure detector.
 
-use super::{Replica, RoleState};
+use super::{LogAnswer, LogSend, Replica, RoleState};
 use crate::core::message::{PeerMessage, PromiseEntry, Record, SlotRange};
 use crate::core::types::{Ballot, Slot, Uid, Value};
 
@@ -40,7 +40,22 @@ impl Replica {
         }
 
         // Everything from the candidate's own prefix on, decided values included: the
-        // candidate must not depend on any one peer for slots it lacks.
+        // candidate must not depend on any one peer for slots it lacks. Applied slots the
+        // core no longer holds come from the store (the driver completes the chunk).
+        if from_slot < self.stored_upto {
+            self.ready.log_sends.push(LogSend {
+                to: from,
+                from_slot,
+                upto: self.stored_upto,
+                entries_max: self.config.chunk_entries_max,
+                bytes_max: self.config.batch_bytes_max,
+                answer: LogAnswer::Promise {
+                    ballot,
+                    decided_upto: self.decided_upto,
+                },
+            });
+            return;
+        }
         let accepted = self
             .accepted
             .range(from_slot..)
@@ -118,7 +133,7 @@ impl Replica {
             return;
         }
         for (slot, value) in (first_slot..).zip(values) {
-            if self.decided.contains_key(&slot) {
+            if self.is_decided(slot) {
                 continue;
             }
             self.ready.records.push(Record::Accepted {

@@ -123,13 +123,22 @@ impl Replica {
             Some(_) => {} // a stale chunk: the retransmission timer asks again
             None => progress.done = true,
         }
+        // A decided value is chosen whatever this campaign's outcome: learn it now, so a
+        // candidate far behind streams the log into its store instead of holding it.
+        let mut decided = Vec::new();
         for entry in entries {
-            rank_entry(
-                &mut campaign.reported,
-                entry.slot,
-                entry.accepted_in,
-                entry.value,
-            );
+            match entry.accepted_in {
+                None => decided.push((entry.slot, entry.value)),
+                Some(_) => rank_entry(
+                    &mut campaign.reported,
+                    entry.slot,
+                    entry.accepted_in,
+                    entry.value,
+                ),
+            }
+        }
+        for (slot, value) in decided {
+            self.decide(slot, value);
         }
         match ask_next {
             Some(from_slot) => self.send(from, PeerMessage::Prepare { ballot, from_slot }),
@@ -170,8 +179,9 @@ impl Replica {
     pub(super) fn become_leader(&mut self, mut campaign: Campaign) {
         let ballot = campaign.ballot;
         self.promise(ballot);
-        // Promises reported everything from our own decided prefix on (decided values
-        // too), so no slot depends on a peer that may since have died.
+        // Promises reported everything from the campaign's prefix on (decided values
+        // too, learned as they came), so no slot depends on a peer that may since have
+        // died. Every slot below our prefix now is decided.
         let start = self.decided_upto;
         // Our own acceptor state counts as one promise.
         for (slot, (b, v)) in self.accepted.range(start..) {
@@ -198,7 +208,7 @@ impl Replica {
         self.leader = Some(self.config.uid);
         // Decided values reported by promises are chosen: learn them directly.
         for (slot, (accepted_in, value)) in campaign.reported.split_off(&start) {
-            if self.decided.contains_key(&slot) {
+            if self.is_decided(slot) {
                 continue;
             }
             match accepted_in {

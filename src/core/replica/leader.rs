@@ -4,8 +4,10 @@
 //! heartbeats and retransmission, and releasing waiting clients when leadership ends.
 
 use super::quorum::QuorumState;
+use super::learner::superseded_reason;
 use super::{Replica, RoleState};
 use crate::core::message::{ClientRef, PeerMessage, Record, SubmitReply};
+use crate::core::sessions::SessionLookup;
 use crate::core::types::{Ballot, RequestId, Slot, Uid, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -134,16 +136,21 @@ impl Replica {
                 .push((client, SubmitReply::Rejected { id, reason }));
             return;
         }
-        if let Some(slot) = self.first_slot_of.get(&id) {
-            let slot = *slot;
-            if slot < self.decided_upto {
+        match self.sessions.lookup(id) {
+            SessionLookup::Applied { slot } => {
                 self.ready
                     .replies
                     .push((client, SubmitReply::Committed { id, slot }));
-            } else {
-                self.awaiting_apply.entry(id).or_default().push(client);
+                return;
             }
-            return;
+            SessionLookup::Superseded { latest } => {
+                let reason = superseded_reason(latest);
+                self.ready
+                    .replies
+                    .push((client, SubmitReply::Rejected { id, reason }));
+                return;
+            }
+            SessionLookup::Unknown => {}
         }
         let leader = self.leader;
         let queue_max = self.config.queue_max;
@@ -250,7 +257,7 @@ impl Replica {
         while l.fill_next < l.next_slot && l.inflight.len() < self.config.inflight_slots_max {
             let slot = l.fill_next;
             l.fill_next += 1;
-            if self.decided.contains_key(&slot) {
+            if self.is_decided(slot) {
                 continue;
             }
             let value = l.recovered.remove(&slot).unwrap_or(Value::Noop);
@@ -268,7 +275,7 @@ impl Replica {
         clients: Vec<ClientRef>,
     ) {
         debug_assert!(
-            !self.decided.contains_key(&slot),
+            !self.is_decided(slot),
             "proposing in decided slot {slot}"
         );
         debug_assert!(self.promised == l.ballot, "leading a ballot not promised");
@@ -380,6 +387,7 @@ impl Replica {
             return;
         }
         self.durable_seq = seq;
+        self.forget_stored();
         let me = self.config.uid;
         let RoleState::Leader(l) = &mut self.role else {
             return;
@@ -431,17 +439,7 @@ impl Replica {
             // Normally answered as the prefix passes the slot (in `decide`); if the
             // request was already applied at an earlier slot, answer now.
             if let Some(id) = id {
-                let applied = self.first_slot_of.get(&id).copied();
-                if applied.is_some_and(|first| first < self.decided_upto) {
-                    if let Some(clients) = self.awaiting_apply.remove(&id) {
-                        let slot = applied.unwrap_or(slot);
-                        for client in clients {
-                            self.ready
-                                .replies
-                                .push((client, SubmitReply::Committed { id, slot }));
-                        }
-                    }
-                }
+                self.answer_applied(id);
             }
         }
     }

@@ -3,9 +3,15 @@
 //! it passes, and catch-up (asking the most advanced peer for decided entries in chunks,
 //! answering such requests).
 
-use super::{Replica, RoleState};
+use super::{LogAnswer, LogSend, Replica, RoleState};
 use crate::core::message::{PeerMessage, Record, SlotRange, SubmitReply};
+use crate::core::sessions::SessionLookup;
 use crate::core::types::{Ballot, RequestId, Slot, Uid, Value};
+
+/// Why a request older than the client's latest applied one is refused.
+pub(super) fn superseded_reason(latest: u64) -> String {
+    format!("superseded: this client has already applied a later request (seq {latest}); this one will not be applied")
+}
 
 /// A catch-up request in flight.
 #[derive(Debug)]
@@ -56,8 +62,9 @@ impl Replica {
         self.maybe_catch_up();
     }
 
-    /// Marks `slot` decided with `value` and persists it. Invariant: a decided slot never
-    /// changes (agreement is checked by the simulator across replicas).
+    /// Marks `slot` decided with `value`. Invariant: a decided slot never changes
+    /// (agreement is checked by the simulator across replicas). Applying the prefix
+    /// writes the Decided records (see [`Replica::apply_prefix`]).
     pub(super) fn decide(&mut self, slot: Slot, value: Value) {
         if slot == Slot::MAX {
             return; // malformed: no slot range can end after it
@@ -68,26 +75,11 @@ impl Replica {
             debug_assert_eq!(existing, &value, "slot {slot} decided two ways");
             return;
         }
-        self.ready.records.push(Record::Decided {
-            slot,
-            value: value.clone(),
-        });
-        self.learn_decided(slot, value);
-    }
-
-    /// Updates the in-memory decided state (no record: used by recovery and `decide`).
-    pub(super) fn learn_decided(&mut self, slot: Slot, value: Value) {
-        if slot == Slot::MAX {
-            return;
-        }
-        if let Some(id) = value.request_id() {
-            let first = self.first_slot_of.entry(id).or_insert(slot);
-            *first = (*first).min(slot);
+        if slot < self.decided_upto {
+            return; // applied already: the store holds it
         }
         self.accepted.remove(&slot);
-        if self.decided.insert(slot, value).is_some() {
-            return;
-        }
+        self.decided.insert(slot, value);
         // Merge `slot` into the ranges of decided slots, then absorb the prefix.
         let mut start = slot;
         let mut end = slot + 1;
@@ -102,34 +94,87 @@ impl Replica {
             end = e;
         }
         if start <= self.decided_upto {
-            let applied_from = self.decided_upto;
-            self.decided_upto = self.decided_upto.max(end);
-            self.answer_applied(applied_from);
+            self.apply_prefix(end);
         } else {
             self.decided_above.insert(start, end);
         }
     }
 
-    /// Answers the clients waiting for requests applied in `from..decided_upto`, with the
-    /// request's first slot (final now that every slot below is decided).
-    pub(super) fn answer_applied(&mut self, from: Slot) {
+    /// Applies the decided slots `decided_upto..end` in order: the session table says
+    /// which are dups, each gets its Decided record (the store's applied log grows by
+    /// one), and the clients waiting for requests applied here are answered with the
+    /// request's slot (final now that every slot below is decided). Every
+    /// `sessions_checkpoint_slots` slots the session table is checkpointed after them.
+    fn apply_prefix(&mut self, end: Slot) {
+        debug_assert!(
+            (self.decided_upto..end).all(|s| self.decided.contains_key(&s)),
+            "applying past a hole"
+        );
+        for slot in self.decided_upto..end {
+            let Some(value) = self.decided.get(&slot) else {
+                break;
+            };
+            let dup = self.sessions.apply(slot, value);
+            if dup {
+                self.dups_unstored.insert(slot);
+            }
+            self.ready.records.push(Record::Decided {
+                slot,
+                value: value.clone(),
+                dup,
+            });
+            let id = value.request_id();
+            self.decided_upto = slot + 1;
+            if let Some(id) = id {
+                self.answer_applied(id);
+            }
+        }
+        self.storing.push_back((self.ready.seq, self.decided_upto));
+        if self.decided_upto - self.sessions_checkpoint_upto >= self.config.sessions_checkpoint_slots.max(1) {
+            self.sessions_checkpoint_upto = self.decided_upto;
+            self.ready.records.push(Record::SessionsCheckpoint {
+                upto: self.decided_upto,
+                sessions: self.sessions.checkpoint(),
+            });
+        }
+    }
+
+    /// Answers the clients waiting for request `id` from what the session table says
+    /// (called once the request is applied, or found applied already).
+    pub(super) fn answer_applied(&mut self, id: RequestId) {
         if self.awaiting_apply.is_empty() {
             return;
         }
-        let applied: Vec<RequestId> = self
-            .decided
-            .range(from..self.decided_upto)
-            .filter_map(|(_, v)| v.request_id())
-            .collect();
-        for id in applied {
-            if let Some(clients) = self.awaiting_apply.remove(&id) {
-                let slot = self.first_slot_of[&id];
-                for client in clients {
-                    self.ready
-                        .replies
-                        .push((client, SubmitReply::Committed { id, slot }));
-                }
+        let reply = match self.sessions.lookup(id) {
+            SessionLookup::Applied { slot } => SubmitReply::Committed { id, slot },
+            SessionLookup::Superseded { latest } => SubmitReply::Rejected {
+                id,
+                reason: superseded_reason(latest),
+            },
+            SessionLookup::Unknown => return,
+        };
+        if let Some(clients) = self.awaiting_apply.remove(&id) {
+            for client in clients {
+                self.ready.replies.push((client, reply.clone()));
             }
+        }
+    }
+
+    /// The Decided records of every `Ready` up to `durable_seq` are durable: the store
+    /// serves those slots from now on, and the core drops them.
+    pub(super) fn forget_stored(&mut self) {
+        let mut stored = self.stored_upto;
+        while let Some((seq, upto)) = self.storing.front() {
+            if *seq > self.durable_seq {
+                break;
+            }
+            stored = stored.max(*upto);
+            self.storing.pop_front();
+        }
+        if stored > self.stored_upto {
+            self.stored_upto = stored;
+            self.decided = self.decided.split_off(&stored);
+            self.dups_unstored = self.dups_unstored.split_off(&stored);
         }
     }
 
@@ -191,6 +236,20 @@ impl Replica {
     }
 
     pub(super) fn on_catch_up_request(&mut self, from: Uid, from_slot: Slot) {
+        if from_slot < self.stored_upto {
+            // Below what the core holds: the driver answers from the store.
+            self.ready.log_sends.push(LogSend {
+                to: from,
+                from_slot,
+                upto: self.stored_upto,
+                entries_max: self.config.chunk_entries_max,
+                bytes_max: self.config.batch_bytes_max,
+                answer: LogAnswer::CatchUp {
+                    decided_upto: self.decided_upto,
+                },
+            });
+            return;
+        }
         let decided = self
             .decided
             .range(from_slot..)

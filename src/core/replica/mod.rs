@@ -24,8 +24,8 @@ mod learner;
 mod quorum;
 mod tick;
 
-use super::applied::applied_entry;
 use super::message::{ClientRef, PeerMessage, PromiseEntry, Record, SubmitReply};
+use super::sessions::{Sessions, SESSIONS_CHECKPOINT_SLOTS, SESSIONS_MAX};
 use super::state::PersistentState;
 use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
 pub use bounds::{ROUND_MAX, SLOT_LOOKAHEAD_MAX};
@@ -35,7 +35,7 @@ use learner::CatchUpProgress;
 use quorum::ForwardedReads;
 pub use quorum::{ReadRef, READS_PENDING_MAX};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Tunables of one replica. [`ReplicaConfig::new`] fills in sensible bounds.
 #[derive(Clone, Debug)]
@@ -62,6 +62,12 @@ pub struct ReplicaConfig {
     /// A peer message naming a slot this far or more above our decided prefix is refused
     /// (a broken or hostile peer; a laggard this far behind catches up first).
     pub slot_lookahead_max: u64,
+    /// Most client sessions kept (exactly-once, see [`crate::core::Sessions`]). Every
+    /// replica of a cluster must use the same bound (it decides which slots are dups).
+    pub sessions_max: usize,
+    /// The session table is checkpointed every this many applied slots (bounds the
+    /// replay at restart).
+    pub sessions_checkpoint_slots: u64,
     /// Distinct for every start of this replica, and growing (the driver uses the wall
     /// clock in microseconds): read-index request ids count up from it, so a delayed
     /// reply to a request sent before a restart never answers a read made after it.
@@ -83,6 +89,8 @@ impl ReplicaConfig {
             body_bytes_max: 64 * 1024,
             queue_max: 100_000,
             slot_lookahead_max: SLOT_LOOKAHEAD_MAX,
+            sessions_max: SESSIONS_MAX,
+            sessions_checkpoint_slots: SESSIONS_CHECKPOINT_SLOTS,
             incarnation: 0,
         }
     }
@@ -289,14 +297,26 @@ pub struct Replica {
     max_round_seen: u64,
     /// Accepted entries of slots not yet decided here: slot -> (ballot, value).
     accepted: BTreeMap<Slot, (Ballot, Value)>,
-    /// Decided entries (the chat log, holes possible above `decided_upto`).
+    /// Decided entries the store does not hold yet: applied slots from `stored_upto` to
+    /// `decided_upto` (their Decided records not yet durable) and decided slots above
+    /// the prefix (holes possible). Everything below `stored_upto` is read from the
+    /// store by the driver ([`Ready::log_sends`]).
     decided: BTreeMap<Slot, Value>,
-    /// Every slot below this is decided.
+    /// Every slot below this is decided and applied.
     decided_upto: Slot,
+    /// Every slot below this is applied and its Decided record is durable.
+    stored_upto: Slot,
+    /// Decided records handed out and not yet durable: (Ready seq, applied prefix they
+    /// reach), oldest first.
+    storing: VecDeque<(u64, Slot)>,
+    /// The applied slots in `stored_upto..decided_upto` that are dups.
+    dups_unstored: BTreeSet<Slot>,
     /// Decided slots above `decided_upto`, as disjoint ranges start -> end (exclusive).
     decided_above: BTreeMap<Slot, Slot>,
-    /// For every request in `decided`, the lowest slot it is decided at.
-    first_slot_of: HashMap<RequestId, Slot>,
+    /// Exactly-once: per client the latest applied request and its slot.
+    sessions: Sessions,
+    /// The applied prefix of the last session checkpoint (persisted or loaded).
+    sessions_checkpoint_upto: Slot,
     /// The highest decided prefix each peer has advertised.
     peer_decided_upto: Vec<Slot>,
     /// Clients of chosen requests, answered once the decided prefix passes the request:
@@ -332,6 +352,7 @@ impl Replica {
         let fresh = state.is_fresh();
         let config_incarnation = config.incarnation;
         let config_replicas = config.replicas;
+        let sessions_max = config.sessions_max;
         let mut replica = Replica {
             peer_decided_upto: vec![0; config.replicas],
             awaiting_apply: HashMap::new(),
@@ -346,8 +367,12 @@ impl Replica {
             accepted: BTreeMap::new(),
             decided: BTreeMap::new(),
             decided_upto: 0,
+            stored_upto: 0,
+            storing: VecDeque::new(),
+            dups_unstored: BTreeSet::new(),
             decided_above: BTreeMap::new(),
-            first_slot_of: HashMap::new(),
+            sessions: Sessions::new(sessions_max),
+            sessions_checkpoint_upto: 0,
             catch_up: None,
             catch_up_unanswered_ms: vec![None; config_replicas],
             ready: Ready {
@@ -387,14 +412,22 @@ impl Replica {
             .max()
             .unwrap_or_default();
         replica.max_round_seen = replica.promised.round;
-        for (slot, value) in state.decided {
-            replica.learn_decided(slot, value);
-        }
-        for (slot, entry) in state.accepted {
-            if !replica.decided.contains_key(&slot) {
-                replica.accepted.insert(slot, entry);
+        // The applied log stays in the store; only the session table is rebuilt, from
+        // its checkpoint and the entries applied after it.
+        replica.decided_upto = state.decided_upto;
+        replica.stored_upto = state.decided_upto;
+        replica.sessions_checkpoint_upto = state.sessions_upto;
+        replica.sessions = Sessions::from_checkpoint(replica.config.sessions_max, &state.sessions);
+        for entry in &state.tail {
+            if entry.slot >= state.sessions_upto && entry.slot < state.decided_upto {
+                replica.sessions.replay(entry);
             }
         }
+        replica.accepted = state
+            .accepted
+            .into_iter()
+            .filter(|(slot, _)| *slot >= replica.decided_upto)
+            .collect();
         replica
     }
     /// Feeds one input. Effects accumulate until [`Replica::take_ready`].
@@ -488,18 +521,31 @@ impl Replica {
         let ahead = self.peer_decided_upto.iter().copied().max().unwrap_or(0);
         ahead.saturating_sub(self.decided_upto)
     }
-    /// Every decided slot known here, holes included.
+    /// The decided slots the core still holds: from [`Replica::stored_upto`] on, holes
+    /// included (the store holds every applied slot below).
     pub fn decided(&self) -> &BTreeMap<Slot, Value> {
         &self.decided
+    }
+    /// Every slot below this is applied and durable in the store; reads below it go to
+    /// the store ([`crate::storage::LogRead`]).
+    pub fn stored_upto(&self) -> Slot {
+        self.stored_upto
+    }
+    /// Client sessions held (bounded by `sessions_max`).
+    pub fn sessions_len(&self) -> usize {
+        self.sessions.len()
     }
     /// The highest slot this replica holds anything for.
     pub fn last_slot(&self) -> Option<Slot> {
         let d = self.decided.keys().next_back().copied();
         let a = self.accepted.keys().next_back().copied();
-        d.max(a)
+        let applied = self.decided_upto.checked_sub(1);
+        d.max(a).max(applied)
     }
-    /// The applied chat log from `from_slot`: decided slots below the decided prefix, at
-    /// most `max` of them, each marked msg, noop or dup (a later copy of a request).
+    /// The applied chat log the core still holds, from `from_slot`: applied slots from
+    /// `max(from_slot, stored_upto)` below the decided prefix, at most `max` of them,
+    /// each marked msg, noop or dup (a later copy of a request). Slots below
+    /// [`Replica::stored_upto`] are read from the store.
     pub fn log_entries(&self, from_slot: Slot, max: usize) -> Vec<LogEntry> {
         self.log_page(from_slot, max, usize::MAX)
     }
@@ -507,6 +553,7 @@ impl Replica {
     /// As [`Replica::log_entries`], also stopping before the bodies pass `bytes_max`
     /// (always at least one entry, so a reader makes progress).
     pub fn log_page(&self, from_slot: Slot, max: usize, bytes_max: usize) -> Vec<LogEntry> {
+        let from_slot = from_slot.max(self.stored_upto);
         if from_slot >= self.decided_upto {
             return Vec::new();
         }
@@ -518,10 +565,11 @@ impl Replica {
                 break;
             }
             bytes = bytes.saturating_add(size);
-            let first = value
-                .request_id()
-                .and_then(|id| self.first_slot_of.get(&id).copied());
-            page.push(applied_entry(*slot, value, first));
+            page.push(LogEntry::from_decided(
+                *slot,
+                value,
+                !self.dups_unstored.contains(slot),
+            ));
         }
         page
     }
@@ -611,6 +659,11 @@ impl Replica {
         } else {
             self.ready.messages_now.push((to, msg));
         }
+    }
+
+    /// Whether `slot` is decided here (applied, or decided above the prefix).
+    pub(super) fn is_decided(&self, slot: Slot) -> bool {
+        slot < self.decided_upto || self.decided.contains_key(&slot)
     }
 
     /// Whether this replica leads a ballot whose promise is durable here.
