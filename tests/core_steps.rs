@@ -3,10 +3,10 @@
 mod support;
 
 use paxos::core::{
-    Ballot, Input, LogEntryKind, PeerMessage, PersistentState, PromiseEntry, Ready, Record,
-    Replica, ReplicaConfig, Role, SubmitReply, Value,
+    Ballot, Input, LogAnswer, LogEntry, LogEntryKind, PeerMessage, PersistentState, PromiseEntry,
+    Ready, Record, Replica, ReplicaConfig, Role, Session, Slot, SubmitReply, Value,
 };
-use support::core_net::{accepted, all_messages, id, msg, show};
+use support::core_net::{accept, accepted, all_messages, b, heartbeat, id, msg, prepare, show};
 
 const HB: u64 = 100;
 const TIMEOUT: u64 = 500;
@@ -107,7 +107,8 @@ fn one_fsync_round_leader_accepts_in_parallel_and_counts_itself_once_durable() {
         ready.records,
         vec![Record::Decided {
             slot: 0,
-            value: msg(1)
+            value: msg(1),
+            dup: false,
         }]
     );
     assert_eq!(
@@ -448,20 +449,188 @@ fn initial_leader_skips_slots_and_applying_marks_duplicates() {
         })
         .collect();
     assert_eq!(slots, vec![0, 3]);
+}
 
-    // Applying the log: a later copy of a request is a dup.
-    let mut state = PersistentState {
-        promised: Some(Ballot::new(2, 1)),
-        ..PersistentState::default()
-    };
-    state.decided.insert(0, msg(1));
-    state.decided.insert(1, Value::Noop);
-    state.decided.insert(2, msg(1));
-    let r = Replica::new(config(1), state, 0);
+/// A follower fed the log [m1, noop, m1] by leader 0.
+fn follower_with_a_dup() -> (Replica, Ready) {
+    let mut r = fresh(1);
+    r.step(Input::Peer {
+        from: 0,
+        msg: accept(Ballot::ZERO, 0, vec![msg(1), Value::Noop, msg(1)], 0),
+    });
+    let accepted = r.take_ready();
+    persisted(&mut r, &accepted);
+    r.step(Input::Peer {
+        from: 0,
+        msg: heartbeat(Ballot::ZERO, 3),
+    });
+    let applied = r.take_ready();
+    (r, applied)
+}
+
+#[test]
+fn applying_marks_a_later_copy_dup_in_its_decided_record() {
+    let (r, applied) = follower_with_a_dup();
+    let decided: Vec<(Slot, bool)> = applied
+        .records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Decided { slot, dup, .. } => Some((*slot, *dup)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        vec![(0, false), (1, false), (2, true)],
+        "{}",
+        show(&applied)
+    );
     let kinds: Vec<_> = r.log_entries(0, 10).into_iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         vec![LogEntryKind::Msg, LogEntryKind::Noop, LogEntryKind::Dup]
+    );
+}
+
+#[test]
+fn applied_slots_leave_the_core_once_durable_and_old_answers_come_from_the_store() {
+    let (mut r, applied) = follower_with_a_dup();
+    // Not durable yet: the core still holds and serves them.
+    assert_eq!(r.stored_upto(), 0);
+    assert_eq!(r.log_entries(0, 10).len(), 3);
+    persisted(&mut r, &applied);
+    assert_eq!(r.stored_upto(), 3);
+    assert!(
+        r.decided().is_empty(),
+        "the core dropped what the store holds"
+    );
+    assert!(
+        r.log_entries(0, 10).is_empty(),
+        "reads below stored_upto go to the store"
+    );
+    // A catch-up request and a Prepare for old slots: the driver completes them.
+    r.step(Input::Peer {
+        from: 2,
+        msg: PeerMessage::CatchUpRequest { from_slot: 1 },
+    });
+    // Leader 0 falls silent; 2 campaigns past our stickiness.
+    r.step(Input::Tick {
+        now_ms: TIMEOUT + 1,
+    });
+    r.step(Input::Peer {
+        from: 2,
+        msg: prepare(b(5, 2), 0),
+    });
+    let ready = r.take_ready();
+    assert_eq!(ready.log_sends.len(), 2, "{}", show(&ready));
+    assert!(matches!(
+        ready.log_sends[0].answer,
+        LogAnswer::CatchUp { decided_upto: 3 }
+    ));
+    assert_eq!(
+        (ready.log_sends[0].from_slot, ready.log_sends[0].upto),
+        (1, 3)
+    );
+    let LogAnswer::Promise { ballot, .. } = ready.log_sends[1].answer else {
+        panic!("expected a promise: {}", show(&ready));
+    };
+    assert_eq!(ballot, b(5, 2));
+    // Completed from what a store returns: the Promise vouches (sent after the flush).
+    let store: Vec<LogEntry> = vec![
+        LogEntry::from_decided(0, &msg(1), true),
+        LogEntry::from_decided(1, &Value::Noop, true),
+        LogEntry::from_decided(2, &msg(1), false),
+    ];
+    let (m, vouches) = ready.log_sends[1].complete(store.clone()).expect("entries");
+    assert!(vouches);
+    let PeerMessage::Promise {
+        entries, next_slot, ..
+    } = m
+    else {
+        panic!("not a promise");
+    };
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e.accepted_in.is_none()));
+    assert_eq!(entries[2].value, msg(1), "a dup is still the decided value");
+    assert_eq!(
+        next_slot, None,
+        "the core holds nothing above: the last chunk"
+    );
+    assert!(
+        ready.log_sends[0].complete(Vec::new()).is_none(),
+        "nothing read: no answer"
+    );
+}
+
+#[test]
+fn a_restart_rebuilds_sessions_from_the_checkpoint_and_the_tail() {
+    let mut cfg = config(1);
+    cfg.sessions_checkpoint_slots = 2;
+    let mut r = Replica::new(cfg.clone(), PersistentState::default(), 0);
+    let first = r.take_ready();
+    persisted(&mut r, &first);
+    r.step(Input::Peer {
+        from: 0,
+        msg: accept(Ballot::ZERO, 0, vec![msg(1), msg(2), msg(3)], 0),
+    });
+    let accepted = r.take_ready();
+    persisted(&mut r, &accepted);
+    r.step(Input::Peer {
+        from: 0,
+        msg: heartbeat(Ballot::ZERO, 3),
+    });
+    let applied = r.take_ready();
+    let checkpoint = applied.records.iter().find_map(|rec| match rec {
+        Record::SessionsCheckpoint { upto, sessions } => Some((*upto, sessions.clone())),
+        _ => None,
+    });
+    let (upto, sessions) = checkpoint.expect("a checkpoint after 2 slots");
+    assert_eq!(upto, 2, "taken once 2 slots are applied");
+    assert_eq!(sessions.len(), 1, "one client: its latest request");
+    assert_eq!((sessions[0].seq, sessions[0].slot), (2, 1));
+    // Restart from a store holding the log [m1, m2, m3] with the checkpoint at 2 and the
+    // tail [m3]: a retry of m3 is answered from the session, with its slot.
+    let state = PersistentState {
+        promised: Some(Ballot::ZERO),
+        decided_upto: 3,
+        sessions: vec![Session {
+            client_id: 7,
+            seq: 2,
+            slot: 1,
+        }],
+        sessions_upto: 2,
+        tail: vec![LogEntry::from_decided(2, &msg(3), true)],
+        ..PersistentState::default()
+    };
+    let mut r = Replica::new(cfg, state, 0);
+    assert_eq!(r.decided_upto(), 3);
+    submit(&mut r, 9, 3);
+    submit(&mut r, 9, 1);
+    let ready = r.take_ready();
+    assert_eq!(
+        ready.replies,
+        vec![
+            (9, SubmitReply::Committed { id: id(3), slot: 2 }),
+            (
+                9,
+                SubmitReply::Rejected {
+                    id: id(1),
+                    reason: ready
+                        .replies
+                        .get(1)
+                        .and_then(|(_, r)| match r {
+                            SubmitReply::Rejected { reason, .. } => Some(reason.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                }
+            )
+        ],
+        "{}",
+        show(&ready)
+    );
+    assert!(
+        matches!(&ready.replies[1].1, SubmitReply::Rejected { reason, .. } if reason.contains("superseded"))
     );
 }
 

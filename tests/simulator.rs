@@ -954,8 +954,6 @@ impl Sim {
             if node.replica.is_none() {
                 continue;
             }
-            // Per client: its last Msg slot, and the clients applied since then.
-            let mut last_msg: HashMap<u64, Slot> = HashMap::new();
             let mut seen: HashMap<RequestId, Slot> = HashMap::new();
             let log = self.applied_log(uid as Uid);
             for entry in &log {
@@ -968,23 +966,33 @@ impl Sim {
                 if entry.kind == LogEntryKind::Msg {
                     let id = entry.id.ok_or("msg without id")?;
                     if let Some(first) = seen.insert(id, entry.slot) {
-                        // Allowed only once the client's session can have expired: at
-                        // least `sessions_max` other clients applied since its last Msg.
-                        let since = last_msg.get(&id.client_id).copied().unwrap_or(first);
-                        let others: HashSet<u64> = log[since as usize + 1..entry.slot as usize]
-                            .iter()
-                            .filter(|e| e.kind == LogEntryKind::Msg)
-                            .filter_map(|e| e.id.map(|i| i.client_id))
-                            .filter(|c| *c != id.client_id)
-                            .collect();
-                        if others.len() < self.sc.sessions_max {
+                        // Allowed only if the client's session can have expired in between:
+                        // after one of its Msgs, at least `sessions_max` other clients
+                        // applied before its next one (LRU eviction).
+                        let window = &log[first as usize..entry.slot as usize];
+                        let mut expired = false;
+                        let mut others: HashSet<u64> = HashSet::new();
+                        for e in window.iter().skip(1) {
+                            let Some(c) = e.id.map(|i| i.client_id) else {
+                                continue;
+                            };
+                            if e.kind != LogEntryKind::Msg {
+                                continue;
+                            }
+                            if c == id.client_id {
+                                others.clear();
+                            } else {
+                                others.insert(c);
+                            }
+                            expired |= others.len() >= self.sc.sessions_max;
+                        }
+                        if !expired {
                             return Err(format!(
                                 "exactly-once: replica {uid} applied {id} at slots {first} and {} with its session live",
                                 entry.slot
                             ));
                         }
                     }
-                    last_msg.insert(id.client_id, entry.slot);
                 }
             }
         }
@@ -1034,7 +1042,8 @@ impl Sim {
             return Vec::new();
         };
         let stored = r.stored_upto() as usize;
-        let mut log: Vec<LogEntry> = node.storage.log[..stored.min(node.storage.log.len())].to_vec();
+        let mut log: Vec<LogEntry> =
+            node.storage.log[..stored.min(node.storage.log.len())].to_vec();
         log.extend(r.log_entries(r.stored_upto(), usize::MAX));
         log
     }

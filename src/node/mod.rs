@@ -23,8 +23,8 @@ pub mod systemd;
 
 use crate::config::Config;
 use crate::core::{
-    ClientRef, Input, LogAnswer, LogSend, PeerMessage, Replica, ReplicaConfig, ReplicaStatus, RequestId, Slot,
-    SubmitReply, Uid,
+    ClientRef, Input, LogAnswer, LogSend, PeerMessage, Replica, ReplicaConfig, ReplicaStatus,
+    RequestId, Slot, SubmitReply, Uid,
 };
 use crate::storage::sled_store::SledStorage;
 use crate::storage::Storage;

@@ -5,6 +5,7 @@
 //! Storage is synchronous here: a `Ready`'s records are applied to the store and the
 //! replica is told `Persisted` at once.
 use paxos::core::*;
+use paxos::storage::{LogRead, MemStorage, Storage};
 use std::fmt::Write as _;
 
 pub const HB: u64 = 100;
@@ -12,7 +13,7 @@ pub const TIMEOUT: u64 = 500;
 
 pub struct Net {
     pub reps: Vec<Option<Replica>>,
-    pub stores: Vec<PersistentState>,
+    pub stores: Vec<MemStorage>,
     pub outbox: Vec<(Uid, Uid, PeerMessage)>,
     pub replies: Vec<(Uid, u64, SubmitReply)>,
     pub n: usize,
@@ -114,6 +115,9 @@ pub fn show(ready: &Ready) -> String {
     for (c, r) in &ready.replies {
         let _ = writeln!(out, "  reply {c} {r:?}");
     }
+    for send in &ready.log_sends {
+        let _ = writeln!(out, "  from-store {send:?}");
+    }
     out
 }
 
@@ -134,7 +138,7 @@ impl Net {
     pub fn with_chunk(n: usize, chunk: usize) -> Net {
         let mut net = Net {
             reps: Vec::new(),
-            stores: vec![PersistentState::default(); n],
+            stores: vec![MemStorage::default(); n],
             outbox: Vec::new(),
             replies: Vec::new(),
             n,
@@ -153,7 +157,8 @@ impl Net {
         c
     }
     pub fn start(&mut self, u: Uid) {
-        let r = Replica::new(self.cfg(u), self.stores[u as usize].clone(), self.now);
+        let state = self.stores[u as usize].load().expect("memory store loads");
+        let r = Replica::new(self.cfg(u), state, self.now);
         self.reps[u as usize] = Some(r);
         self.flush(u);
     }
@@ -173,11 +178,23 @@ impl Net {
             if ready.is_empty() {
                 return;
             }
-            for rec in &ready.records {
-                self.stores[u as usize].apply(rec);
-            }
             for (to, m) in all_messages(&ready) {
                 self.outbox.push((u, to, m));
+            }
+            // Answers made of entries only the store holds (it has every one: the core
+            // drops a slot only once it is durable).
+            for send in &ready.log_sends {
+                let store = &self.stores[u as usize];
+                let entries = store
+                    .read_log(send.from_slot, send.entries_max, send.bytes_max)
+                    .expect("memory store reads");
+                let (m, _) = send
+                    .complete(entries)
+                    .expect("the store holds what the core dropped");
+                self.outbox.push((u, send.to, m));
+            }
+            for rec in &ready.records {
+                self.stores[u as usize].apply(rec);
             }
             for (c, rep) in ready.replies {
                 self.replies.push((u, c, rep));
@@ -230,7 +247,10 @@ impl Net {
 pub fn assert_agreement(net: &Net) {
     let mut chosen: std::collections::BTreeMap<Slot, Value> = Default::default();
     let running = net.reps.iter().flatten().map(|r| r.decided().clone());
-    let stored = net.stores.iter().map(|s| s.decided.clone());
+    let stored = net
+        .stores
+        .iter()
+        .map(|s| s.log.iter().map(|e| (e.slot, e.value())).collect());
     for decided in running.chain(stored) {
         for (slot, value) in decided {
             let first = chosen.entry(slot).or_insert_with(|| value.clone());

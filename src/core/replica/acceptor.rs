@@ -3,7 +3,7 @@
 //! persist, then answer Accepted), and hearing a leader (`hear_leader`, `on_heartbeat`),
 //! which feeds leader stickiness and the failure detector.
 
-use super::{LogAnswer, LogSend, Replica, RoleState};
+use super::{LogAnswer, Replica, RoleState};
 use crate::core::message::{PeerMessage, PromiseEntry, Record, SlotRange};
 use crate::core::types::{Ballot, Slot, Uid, Value};
 
@@ -43,17 +43,16 @@ impl Replica {
         // candidate must not depend on any one peer for slots it lacks. Applied slots the
         // core no longer holds come from the store (the driver completes the chunk).
         if from_slot < self.stored_upto {
-            self.ready.log_sends.push(LogSend {
-                to: from,
+            let decided_upto = self.decided_upto;
+            let send = self.log_send(
+                from,
                 from_slot,
-                upto: self.stored_upto,
-                entries_max: self.config.chunk_entries_max,
-                bytes_max: self.config.batch_bytes_max,
-                answer: LogAnswer::Promise {
+                LogAnswer::Promise {
                     ballot,
-                    decided_upto: self.decided_upto,
+                    decided_upto,
                 },
-            });
+            );
+            self.ready.log_sends.push(send);
             return;
         }
         let accepted = self

@@ -190,11 +190,16 @@ impl Replica {
         for (slot, v) in self.decided.range(start..) {
             rank_entry(&mut campaign.reported, *slot, None, v.clone());
         }
+        // Recovery covers every reported slot, and every decided one (learned from the
+        // promises as they came, possibly above a hole).
+        let decided_end = self.decided.keys().next_back().map(|s| s.saturating_add(1));
         let end = campaign
             .reported
             .keys()
             .next_back()
-            .map_or(start, |s| s.saturating_add(1).max(start));
+            .map(|s| s.saturating_add(1))
+            .max(decided_end)
+            .map_or(start, |end| end.max(start));
         // The promise recorded above is durable once this Ready is.
         let promise_seq = self.ready.seq;
         let mut leadership = Leadership::new(

@@ -3,8 +3,8 @@
 //! Accept batches (`send_accepts`), counting Accepted (`on_accepted`, `check_chosen`),
 //! heartbeats and retransmission, and releasing waiting clients when leadership ends.
 
-use super::quorum::QuorumState;
 use super::learner::superseded_reason;
+use super::quorum::QuorumState;
 use super::{Replica, RoleState};
 use crate::core::message::{ClientRef, PeerMessage, Record, SubmitReply};
 use crate::core::sessions::SessionLookup;
@@ -152,6 +152,11 @@ impl Replica {
             }
             SessionLookup::Unknown => {}
         }
+        if self.decided_unapplied.contains_key(&id) {
+            // Chosen already, above a hole: answered once it applies.
+            self.awaiting_apply.entry(id).or_default().push(client);
+            return;
+        }
         let leader = self.leader;
         let queue_max = self.config.queue_max;
         let RoleState::Leader(l) = &mut self.role else {
@@ -274,10 +279,7 @@ impl Replica {
         value: Value,
         clients: Vec<ClientRef>,
     ) {
-        debug_assert!(
-            !self.is_decided(slot),
-            "proposing in decided slot {slot}"
-        );
+        debug_assert!(!self.is_decided(slot), "proposing in decided slot {slot}");
         debug_assert!(self.promised == l.ballot, "leading a ballot not promised");
         self.ready.records.push(Record::Accepted {
             slot,

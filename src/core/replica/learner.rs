@@ -3,7 +3,7 @@
 //! it passes, and catch-up (asking the most advanced peer for decided entries in chunks,
 //! answering such requests).
 
-use super::{LogAnswer, LogSend, Replica, RoleState};
+use super::{LogAnswer, Replica, RoleState};
 use crate::core::message::{PeerMessage, Record, SlotRange, SubmitReply};
 use crate::core::sessions::SessionLookup;
 use crate::core::types::{Ballot, RequestId, Slot, Uid, Value};
@@ -79,6 +79,9 @@ impl Replica {
             return; // applied already: the store holds it
         }
         self.accepted.remove(&slot);
+        if let Some(id) = value.request_id() {
+            self.decided_unapplied.entry(id).or_insert(slot);
+        }
         self.decided.insert(slot, value);
         // Merge `slot` into the ranges of decided slots, then absorb the prefix.
         let mut start = slot;
@@ -126,11 +129,14 @@ impl Replica {
             let id = value.request_id();
             self.decided_upto = slot + 1;
             if let Some(id) = id {
+                self.decided_unapplied.remove(&id);
                 self.answer_applied(id);
             }
         }
         self.storing.push_back((self.ready.seq, self.decided_upto));
-        if self.decided_upto - self.sessions_checkpoint_upto >= self.config.sessions_checkpoint_slots.max(1) {
+        if self.decided_upto - self.sessions_checkpoint_upto
+            >= self.config.sessions_checkpoint_slots.max(1)
+        {
             self.sessions_checkpoint_upto = self.decided_upto;
             self.ready.records.push(Record::SessionsCheckpoint {
                 upto: self.decided_upto,
@@ -238,16 +244,9 @@ impl Replica {
     pub(super) fn on_catch_up_request(&mut self, from: Uid, from_slot: Slot) {
         if from_slot < self.stored_upto {
             // Below what the core holds: the driver answers from the store.
-            self.ready.log_sends.push(LogSend {
-                to: from,
-                from_slot,
-                upto: self.stored_upto,
-                entries_max: self.config.chunk_entries_max,
-                bytes_max: self.config.batch_bytes_max,
-                answer: LogAnswer::CatchUp {
-                    decided_upto: self.decided_upto,
-                },
-            });
+            let decided_upto = self.decided_upto;
+            let send = self.log_send(from, from_slot, LogAnswer::CatchUp { decided_upto });
+            self.ready.log_sends.push(send);
             return;
         }
         let decided = self

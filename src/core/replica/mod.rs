@@ -172,6 +172,9 @@ pub struct LogSend {
     pub upto: Slot,
     pub entries_max: usize,
     pub bytes_max: usize,
+    /// The core holds nothing a Promise must report at or above `upto`: a chunk that
+    /// reaches `upto` is the last one.
+    pub last: bool,
     pub answer: LogAnswer,
 }
 
@@ -216,7 +219,7 @@ impl LogSend {
                             value: e.value(),
                         })
                         .collect(),
-                    next_slot: Some(end),
+                    next_slot: (!(self.last && end >= self.upto)).then_some(end),
                 },
                 true,
             ),
@@ -315,6 +318,9 @@ pub struct Replica {
     decided_above: BTreeMap<Slot, Slot>,
     /// Exactly-once: per client the latest applied request and its slot.
     sessions: Sessions,
+    /// Requests decided above the prefix, not applied yet (a retry joins them instead of
+    /// being proposed again): at most one per slot of `decided` above `decided_upto`.
+    decided_unapplied: HashMap<RequestId, Slot>,
     /// The applied prefix of the last session checkpoint (persisted or loaded).
     sessions_checkpoint_upto: Slot,
     /// The highest decided prefix each peer has advertised.
@@ -372,6 +378,7 @@ impl Replica {
             dups_unstored: BTreeSet::new(),
             decided_above: BTreeMap::new(),
             sessions: Sessions::new(sessions_max),
+            decided_unapplied: HashMap::new(),
             sessions_checkpoint_upto: 0,
             catch_up: None,
             catch_up_unanswered_ms: vec![None; config_replicas],
@@ -658,6 +665,21 @@ impl Replica {
             self.ready.messages.push((to, msg));
         } else {
             self.ready.messages_now.push((to, msg));
+        }
+    }
+
+    /// A request to the driver for a Promise or CatchUp chunk of applied slots the core
+    /// no longer holds (from `from_slot` up to `stored_upto`).
+    fn log_send(&self, to: Uid, from_slot: Slot, answer: LogAnswer) -> LogSend {
+        LogSend {
+            to,
+            from_slot,
+            upto: self.stored_upto,
+            entries_max: self.config.chunk_entries_max,
+            bytes_max: self.config.batch_bytes_max,
+            last: self.accepted.range(from_slot..).next().is_none()
+                && self.decided.range(from_slot..).next().is_none(),
+            answer,
         }
     }
 

@@ -7,8 +7,10 @@
 //!   sticky to it and elect a leader that can make progress (partial connectivity, a
 //!   leader whose inbound links are cut).
 //! - **Read index** (linearizable reads): a read arriving at the leader takes as its
-//!   index the leader's decided prefix, or the end of what it recovered in phase 1 if
-//!   that is higher (an acknowledged write of an earlier leader lies below it), and is
+//!   index the end of what the leader knows chosen (its decided prefix and any slot
+//!   it chose above a hole: a follower may have applied and acknowledged one), or the
+//!   end of what it recovered in phase 1 if that is higher (an acknowledged write of an
+//!   earlier leader lies below it), and is
 //!   confirmed once a majority acks a heartbeat sent after the read arrived: no other
 //!   leader can have chosen anything meanwhile. A read at a follower asks the leader
 //!   (ReadIndexRequest) and is answered with the confirmed index. The driver serves the
@@ -154,7 +156,14 @@ impl Replica {
 
     fn request_read_index(&mut self, origin: ReadOrigin) {
         let now = self.now_ms;
-        let decided_upto = self.decided_upto;
+        // Past every slot this leader knows chosen: a follower may already have applied
+        // (and acknowledged) one above a hole in our prefix.
+        let decided_end = self
+            .decided
+            .keys()
+            .next_back()
+            .map_or(0, |s| s.saturating_add(1));
+        let decided_upto = self.decided_upto.max(decided_end);
         match &mut self.role {
             RoleState::Leader(l) if l.quorum.reads.len() < READS_PENDING_MAX => {
                 l.quorum.reads.push_back(PendingRead {
