@@ -462,9 +462,19 @@ impl Sim {
     fn flush(&mut self, uid: Uid, may_crash: bool) -> Result<(), Failure> {
         let node = &mut self.nodes[uid as usize];
         node.flush_at = None;
-        let batch = std::mem::take(&mut node.unflushed);
+        let mut batch = std::mem::take(&mut node.unflushed);
         if batch.is_empty() || node.replica.is_none() {
             return Ok(());
+        }
+        // Like the flusher thread, a flush may cover only the Readys handed to it before
+        // it began: the later ones wait for the next flush.
+        if may_crash && batch.len() > 1 && self.rng.chance(0.5) {
+            let covered = self.rng.range(1, batch.len() as u64 - 1) as usize;
+            let later = batch.split_off(covered);
+            let delay = self.rng.below(self.sc.flush_delay_max_ms + 1);
+            let node = &mut self.nodes[uid as usize];
+            node.unflushed = later;
+            node.flush_at = Some(self.now + delay);
         }
         let seq = batch.iter().map(|(seq, _, _)| *seq).max().unwrap_or(0);
         let records: Vec<Record> = batch.iter().flat_map(|(_, r, _)| r.clone()).collect();
