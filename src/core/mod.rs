@@ -18,10 +18,12 @@
 //! - Phase 1: Prepare(ballot, from_slot), with `from_slot` the candidate's own decided
 //!   prefix. Promises carry every accepted and decided entry from `from_slot` on, in
 //!   bounded chunks (`next_slot`); each chunk echoes the `from_slot` it answers, and a
-//!   candidate takes only the chunk it asked for last. With a majority, the new leader
-//!   learns the reported decided values and re-proposes every other slot from its own
-//!   prefix to the highest reported slot: the highest-ballot value, or a no-op. No slot
-//!   depends on one peer staying alive.
+//!   candidate takes only the chunk it asked for last. Chunks of slots an acceptor's
+//!   core no longer holds are read from its store (`Ready::log_sends`). The candidate
+//!   learns reported decided values as they arrive; with a majority, the new leader
+//!   re-proposes every other slot from its prefix to the highest reported or decided
+//!   slot: the highest-ballot value, or a no-op. No slot depends on one peer staying
+//!   alive, and no peer needs the log in memory.
 //! - Phase 2 and the commit path: the leader sends Accept(ballot, first_slot, values[])
 //!   batches at once (`Ready::messages_now`), up to `inflight_slots_max` slots in flight,
 //!   while its own accept is flushed; its own vote counts only once the driver reports
@@ -53,9 +55,9 @@
 //!   `slot_lookahead_max` past the decided prefix is refused with a warning naming the
 //!   peer (`Ready::warnings`); counts are bounded by the frame size.
 //! - Every request (Accept, Prepare, CatchUpRequest) is re-sent after `timeout_ms`.
-//! - Exactly once: requests carry `(client_id, seq)`. A duplicate of a decided request is
-//!   answered with its first slot; a duplicate of an in-flight one joins it. Applying the
-//!   log marks any later copy `Dup`.
+//! - Exactly once: requests carry `(client_id, seq)`. A duplicate of an applied request
+//!   is answered from its client's session; a duplicate of an in-flight or decided one
+//!   joins it. Applying the log marks any later copy `Dup` (see below).
 //!
 //! # Invariants (checked by the simulator after every step; the cheap ones also by
 //! `debug_assert!` here)
@@ -73,14 +75,45 @@
 //! 9. An honest peer's message is never refused as out of bounds.
 //!
 //! # What the core holds (memory)
-//! The promise; every accepted-but-undecided entry; every decided entry (the whole chat
-//! log: bounding it is issue 10, not done yet); per request id its first slot; the
-//! leader's in-flight window (at most `inflight_slots_max` proposals), its queue (at
-//! most `queue_max` requests), pending reads (at most `READS_PENDING_MAX`).
+//! Only what the protocol needs; the chat log itself lives in the store.
+//! - The promise, and the accepted entries of undecided slots: at most the leader's
+//!   window (`inflight_slots_max`, 8192) above the decided prefix in normal operation,
+//!   and never more than `slot_lookahead_max` slots above it (out-of-bounds Accepts are
+//!   refused).
+//! - Decided entries not yet in the store: applied slots whose Decided records are not
+//!   durable yet (`stored_upto..decided_upto`, one flush's worth) and decided slots
+//!   above a hole (bounded like accepted entries). A slot leaves the core as soon as
+//!   the `Ready` holding its Decided record is reported durable (`Input::Persisted`).
+//!   Applied slots below `stored_upto` are read back from the store by the driver:
+//!   client reads directly ([`crate::storage::LogRead`]), Promise and CatchUp chunks
+//!   through [`Ready::log_sends`], which the driver completes with
+//!   [`LogSend::complete`].
+//! - Client sessions ([`Sessions`]): at most `sessions_max` (default [`SESSIONS_MAX`],
+//!   100,000, about 80 bytes each: 8 MB), least recently applied evicted first;
+//!   checkpointed to the store every `sessions_checkpoint_slots` (default
+//!   [`SESSIONS_CHECKPOINT_SLOTS`], 65,536) applied slots, so a restart replays at
+//!   most that many entries. Requests decided above a hole and not applied yet (one
+//!   per such slot).
+//! - A candidate's phase-1 view: the accepted entries promisers report (bounded as
+//!   above); decided entries they report are learned as they arrive, so a candidate far
+//!   behind streams the log into its store in chunks instead of holding it.
+//! - The leader's in-flight window (at most `inflight_slots_max` proposals), its queue
+//!   (at most `queue_max` requests), pending reads (at most `READS_PENDING_MAX`).
+//!
+//! So the core's memory does not grow with the log: with the defaults, a few MB of
+//! window plus at most 8 MB of sessions.
+//!
+//! # Exactly-once with bounded state
+//! Applying the log in slot order, a request whose client's session already holds its
+//! seq (or a later one) is a dup; the Decided record carries that verdict, so every
+//! replica and every reader of the store agrees on it. A retry of a request that is
+//! applied is answered from the session (its slot); one older than the client's latest
+//! applied request is refused (`Rejected`, superseded). Past `sessions_max` clients the
+//! least recently applied session is evicted: a client retrying an old request after
+//! that gets it applied again (see the README).
 //!
 //! # Deliberately not implemented
-//! Log compaction/snapshots in the core (the whole log stays in memory and on disk),
-//! membership changes, leases for reads (reads use a read index), and lost-disk
+//! Membership changes, leases for reads (reads use a read index), and lost-disk
 //! detection: a replica restarted on an empty store in a cluster with history is taken
 //! for a fresh one (the README's operations section: never restart a replica on a wiped
 //! disk without restoring it).
