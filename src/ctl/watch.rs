@@ -16,6 +16,11 @@ pub struct Watch {
     /// First slot to show
     #[arg(long, value_name = "SLOT", default_value_t = 0)]
     pub from: Slot,
+    /// Start from the replica's local applied log as it is, without first confirming
+    /// with the leader that it holds every acknowledged message (etcd's
+    /// --consistency=s); by default the first page is linearizable
+    #[arg(long)]
+    pub stale: bool,
 }
 
 impl Watch {
@@ -25,6 +30,9 @@ impl Watch {
         let config = globals.load_config()?;
         let client = Client::with_options(config.clone(), globals.client_options(&config));
         let mut follower = LogFollower::new(client, self.from, 0);
+        if !self.stale {
+            follower = follower.linearizable();
+        }
         follow(
             &mut follower,
             |note| eprintln!("{note}"),
