@@ -106,7 +106,7 @@ fn batch_records(id: u64) -> Vec<Record> {
                 dup: dup_of(slot),
             });
         }
-        if id % CHECKPOINT_EVERY == 0 {
+        if id.is_multiple_of(CHECKPOINT_EVERY) {
             let upto = id * SLOTS_PER_BATCH;
             records.push(Record::SessionsCheckpoint {
                 upto,
