@@ -19,7 +19,9 @@
 //! Environment: `PAXOS_BENCH_SECS` (seconds per batch size, default 2; 0 skips part 1),
 //! `PAXOS_BENCH_SLOTS` (slots of each log store, comma-separated, default `1000000`),
 //! `PAXOS_BENCH_LOGS` (configurations, comma-separated `zstd|none:random|chat|bench`,
-//! default `zstd:random,none:random,zstd:chat,none:chat,zstd:bench`).
+//! default `zstd:random,none:random,zstd:chat,none:chat,zstd:bench`),
+//! `PAXOS_BENCH_SEGMENT_SLOTS` and `PAXOS_BENCH_SLED_CACHE` (override the store's
+//! defaults).
 
 use paxos::core::{Ballot, Record, RequestId, Session, Value};
 use paxos::storage::sled_store::{Compression, SledStorage, StoreOptions, SEGMENT_DIR};
@@ -110,9 +112,12 @@ impl LogConfig {
     }
 
     fn options(&self) -> StoreOptions {
+        let defaults = StoreOptions::default();
         StoreOptions {
             compression: self.compression,
-            ..StoreOptions::default()
+            segment_slots: env_or("PAXOS_BENCH_SEGMENT_SLOTS", defaults.segment_slots),
+            sled_cache_bytes: env_or("PAXOS_BENCH_SLED_CACHE", defaults.sled_cache_bytes),
+            ..defaults
         }
     }
 }
@@ -193,7 +198,7 @@ fn log_value(bodies: &mut Bodies, slot: u64) -> Value {
 fn build(dir: &Path, slots: u64, config: &LogConfig) {
     let mut storage = SledStorage::open_with(dir, 0, 1, config.options()).expect("open");
     let mut bodies = Bodies::new(&config.body);
-    let chunk = 2_000u64;
+    let chunk: u64 = env_or("PAXOS_BENCH_CHUNK", 2_000);
     storage
         .persist(&[Record::Promise(Ballot::new(1, 0))])
         .expect("persist");
@@ -238,6 +243,9 @@ fn build(dir: &Path, slots: u64, config: &LogConfig) {
         }
         storage.persist(&records).expect("persist");
         pending = fresh;
+        if end / 250_000 != start / 250_000 {
+            eprintln!("build: {end} slots, RSS {} MiB", rss_kib() / 1024);
+        }
         start = end;
     }
     assert_eq!(storage.decided_upto(), slots);
@@ -263,11 +271,19 @@ fn reopen(dir: &Path) {
 }
 
 fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
