@@ -40,7 +40,9 @@ pub enum Error {
     /// The store was written in a layout version this build cannot read.
     #[error(
         "store at {path} has format version {found}, which this build does not read \
-         (it reads versions 1 to {supported})"
+         (it reads version {supported}); migrate an older store through a snapshot: \
+         `paxosctl snapshot save` from the cluster still running the old build, then \
+         `paxosctl snapshot restore` into a new data directory with this one"
     )]
     UnsupportedFormat {
         path: PathBuf,

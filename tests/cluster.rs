@@ -529,9 +529,9 @@ async fn sigterm_under_load_leaves_every_store_with_the_same_log() {
         let logs: Vec<Vec<LogEntry>> = (0..cluster.replicas() as Uid)
             .map(|uid| {
                 let dir = cluster.store_dir(uid);
-                let (_, state) =
-                    paxos::storage::sled_store::read_offline(&dir).expect("read the store");
-                paxos::core::applied::applied_log(&state.decided)
+                paxos::client::log::read_offline_log(&dir)
+                    .expect("read the store")
+                    .1
             })
             .collect();
         assert!(logs[0].len() > 10, "the load committed something");

@@ -4,7 +4,7 @@
 
 use paxos::core::{Ballot, Record, RequestId, Value};
 use paxos::storage::sled_store::{read_offline, SledStorage};
-use paxos::storage::Storage;
+use paxos::storage::{LogRead, Storage};
 use paxos::Error;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,15 +25,19 @@ fn msg(slot: u64) -> Value {
 fn write_sample(dir: &Path) {
     let mut storage = SledStorage::open(dir, UID, CLUSTER_ID).unwrap();
     let mut records = vec![Record::Promise(Ballot::new(3, UID))];
-    for slot in 0..10 {
+    // Slots 0..8 applied (their accepts dropped), 8..12 accepted only.
+    for slot in 0..12 {
         records.push(Record::Accepted {
             slot,
             ballot: Ballot::new(3, UID),
             value: msg(slot),
         });
+    }
+    for slot in 0..8 {
         records.push(Record::Decided {
             slot,
             value: msg(slot),
+            dup: false,
         });
     }
     storage.persist(&records).unwrap();
@@ -84,14 +88,14 @@ fn assert_corrupt(err: Error, want_tree: &str, want_key: &str) {
 fn flipped_byte_in_accepted_is_reported_with_tree_and_slot() {
     let dir = tempfile::tempdir().unwrap();
     write_sample(dir.path());
-    tamper(dir.path(), "accepted", &7u64.to_be_bytes(), |v| {
+    tamper(dir.path(), "accepted", &10u64.to_be_bytes(), |v| {
         let i = v.len() - 3; // inside the message body
         v[i] ^= 0x20;
     });
     let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
-    assert_corrupt(storage.load().unwrap_err(), "accepted", "slot 7");
+    assert_corrupt(storage.load().unwrap_err(), "accepted", "slot 10");
     drop(storage);
-    assert_corrupt(read_offline(dir.path()).unwrap_err(), "accepted", "slot 7");
+    assert_corrupt(read_offline(dir.path()).unwrap_err(), "accepted", "slot 10");
 }
 
 #[test]
@@ -103,6 +107,11 @@ fn flipped_byte_in_decided_is_reported_with_tree_and_slot() {
     });
     let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
     assert_corrupt(storage.load().unwrap_err(), "decided", "slot 4");
+    assert_corrupt(
+        storage.read_log(2, 10, usize::MAX).unwrap_err(),
+        "decided",
+        "slot 4",
+    );
 }
 
 #[test]
@@ -159,7 +168,7 @@ fn another_uid_or_cluster_is_wrong_store() {
     // The right identity still opens, with everything intact.
     let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
     let state = storage.load().unwrap();
-    assert_eq!(state.accepted.len(), 10);
-    assert_eq!(state.decided.len(), 10);
+    assert_eq!(state.accepted.len(), 4);
+    assert_eq!(state.decided_upto, 8);
     assert_eq!(state.promised, Some(Ballot::new(3, UID)));
 }

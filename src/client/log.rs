@@ -7,14 +7,14 @@
 //! 1. A [`LogFollower`] hands out every applied slot once, in order, with no gap: it
 //!    tracks the next slot it expects and keeps only entries that continue from it,
 //!    whichever replica answered (replicas agree on every decided slot).
-//! 2. The offline reader marks entries exactly as the core's `log_entries` does: the
-//!    first slot of a request id is `msg`, any later one `dup`, a no-op `noop`; it stops
-//!    at the first hole, where application stops.
+//! 2. The offline reader hands out the store's applied log as stored (the kinds are the
+//!    ones the core applied), page by page ([`OfflineLog`]), so memory stays bounded
+//!    whatever the log length.
 
 use super::{Client, ClientError};
 use crate::core::{LogEntry, Slot, Uid};
-use crate::storage::sled_store::{read_offline, StoreMeta};
-use crate::storage::PersistentState;
+use crate::storage::sled_store::{open_offline, OfflineStore, StoreMeta};
+use crate::storage::LogRead;
 use std::path::Path;
 
 /// Entries asked for per `ReadLog` (the replica may send fewer).
@@ -25,20 +25,56 @@ pub const FOLLOW_WAIT_MS: u64 = 1000;
 /// case the one it reads from is cut off from the leader.
 pub const FOLLOW_EMPTY_POLLS_MAX: u32 = 5;
 
-/// The applied log of a replica's durable state (the core's rule, [`crate::core::applied`]).
-pub fn applied_log(state: &PersistentState) -> Vec<LogEntry> {
-    {
-        let _ = state;
-        crate::core::applied::applied_log(&std::collections::BTreeMap::new(), 1)
+/// Entries per page of [`OfflineLog::next_page`].
+pub const OFFLINE_PAGE_ENTRIES: usize = 4096;
+/// Value bytes per page of [`OfflineLog::next_page`] (past its first entry).
+pub const OFFLINE_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The applied log of a stopped replica's store (its `node-<uid>` directory), read page
+/// by page. A running replica's store is locked: the error says so.
+pub struct OfflineLog {
+    store: OfflineStore,
+    next: Slot,
+}
+
+impl OfflineLog {
+    pub fn open(dir: &Path) -> Result<OfflineLog, ClientError> {
+        match open_offline(dir) {
+            Ok(store) => Ok(OfflineLog { store, next: 0 }),
+            Err(e) => Err(hint_node_dirs(dir, e).into()),
+        }
+    }
+
+    pub fn meta(&self) -> StoreMeta {
+        self.store.meta()
+    }
+
+    /// Applied slots in the store.
+    pub fn decided_upto(&self) -> Slot {
+        self.store.decided_upto()
+    }
+
+    /// The next entries in slot order; empty once the whole log was handed out.
+    pub fn next_page(&mut self) -> Result<Vec<LogEntry>, ClientError> {
+        let page =
+            self.store
+                .log()
+                .read_log(self.next, OFFLINE_PAGE_ENTRIES, OFFLINE_PAGE_BYTES)?;
+        Ok(take_contiguous(&mut self.next, page))
     }
 }
 
-/// Reads the applied log of a stopped replica's store at `dir` (its `node-<uid>`
-/// directory). A running replica's store is locked: the error says so.
+/// The whole applied log of a stopped replica's store, in memory (tests and small
+/// stores; `dump-log --data-dir` streams it with [`OfflineLog`]).
 pub fn read_offline_log(dir: &Path) -> Result<(StoreMeta, Vec<LogEntry>), ClientError> {
-    match read_offline(dir) {
-        Ok((meta, state)) => Ok((meta, applied_log(&state))),
-        Err(e) => Err(hint_node_dirs(dir, e).into()),
+    let mut log = OfflineLog::open(dir)?;
+    let mut out = Vec::new();
+    loop {
+        let page = log.next_page()?;
+        if page.is_empty() {
+            return Ok((log.meta(), out));
+        }
+        out.extend(page);
     }
 }
 
@@ -227,7 +263,7 @@ impl LogFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Ballot, LogEntryKind, RequestId, Value};
+    use crate::core::{RequestId, Value};
 
     fn id(client_id: u64, seq: u64) -> RequestId {
         RequestId { client_id, seq }
@@ -238,30 +274,6 @@ mod tests {
             id: id(client_id, seq),
             body: body.to_string(),
         }
-    }
-
-    #[test]
-    fn offline_marking_matches_the_core() {
-        let mut state = PersistentState::default();
-        state.decided.insert(0, msg(1, 1, "a"));
-        state.decided.insert(1, Value::Noop);
-        state.decided.insert(2, msg(2, 1, "b"));
-        state.decided.insert(3, msg(1, 1, "a")); // a retry applied twice
-        state.decided.insert(4, msg(1, 2, "c"));
-        // A hole at 5: slots above it are not applied yet.
-        state.decided.insert(6, msg(3, 1, "d"));
-        state
-            .accepted
-            .insert(5, (Ballot::new(1, 1), msg(9, 9, "undecided")));
-        let log = applied_log(&state);
-        let kinds: Vec<_> = log.iter().map(|e| (e.slot, e.kind.clone())).collect();
-        use LogEntryKind::{Dup, Msg, Noop};
-        assert_eq!(
-            kinds,
-            vec![(0, Msg), (1, Noop), (2, Msg), (3, Dup), (4, Msg)]
-        );
-        assert_eq!(log[3].id, Some(id(1, 1)));
-        assert!(applied_log(&PersistentState::default()).is_empty());
     }
 
     #[test]
@@ -277,14 +289,17 @@ mod tests {
                 Record::Decided {
                     slot: 0,
                     value: msg(7, 1, "hello"),
+                    dup: false,
                 },
                 Record::Decided {
                     slot: 1,
                     value: Value::Noop,
+                    dup: false,
                 },
                 Record::Decided {
                     slot: 2,
                     value: msg(7, 1, "hello"),
+                    dup: true,
                 },
             ];
             store.persist(&records).unwrap();

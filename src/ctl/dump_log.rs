@@ -2,7 +2,7 @@
 //! replica's store, and the line formats of a log entry (`--json` and plain).
 
 use super::{out, CtlError, Format, Globals};
-use crate::client::log::{dump_log, read_offline_log, Consistency};
+use crate::client::log::{dump_log, Consistency, OfflineLog};
 use crate::client::Client;
 use crate::core::{LogEntry, LogEntryKind, Slot, Uid};
 use serde::Serialize;
@@ -39,12 +39,23 @@ impl DumpLog {
         };
         match (self.uid, &self.data_dir) {
             (_, Some(dir)) => {
-                let (meta, log) = read_offline_log(dir)?;
-                eprintln!("{}: {meta}, {} applied slots", dir.display(), log.len());
-                for entry in &log {
-                    out(&line(entry))?;
+                // Page by page: memory stays bounded whatever the log length.
+                let mut log = OfflineLog::open(dir)?;
+                eprintln!(
+                    "{}: {}, {} applied slots",
+                    dir.display(),
+                    log.meta(),
+                    log.decided_upto()
+                );
+                loop {
+                    let page = log.next_page()?;
+                    if page.is_empty() {
+                        return Ok(());
+                    }
+                    for entry in &page {
+                        out(&line(entry))?;
+                    }
                 }
-                Ok(())
             }
             (Some(uid), None) => {
                 let config = globals.load_config()?;

@@ -28,7 +28,9 @@
 //!
 //! [`restore`] reads the file twice: once to check all of it (nothing is written if any
 //! check fails), then to write `Decided` records into a fresh store, a chunk per
-//! `persist` (group commit). The restored store holds a decided prefix, no accepts and a
+//! `persist` (group commit), each with its applied kind (`dup`) computed by applying the
+//! log to a [`Sessions`] table of [`SESSIONS_MAX`] sessions as the core does, and ends
+//! with a `SessionsCheckpoint` of that table at the snapshot's end. The restored store holds a decided prefix, no accepts and a
 //! promise of ballot (1, 0): it is not fresh, so no replica of the new cluster leads
 //! (0, 0) without phase 1, and a replica started on a fresh store by mistake next to
 //! restored ones cannot get its (0, 0) proposals accepted by them. The replicas elect a
@@ -37,7 +39,7 @@
 //! Deliberately not here: snapshots of undecided accepts or promises (a snapshot is the
 //! chat log, not a replica's state), compression, incremental snapshots.
 
-use crate::core::{Ballot, Record, Slot, Uid, Value};
+use crate::core::{Ballot, Record, Sessions, Slot, Uid, Value, SESSIONS_MAX};
 use crate::storage::sled_store::SledStorage;
 use crate::storage::Storage;
 use crate::Error;
@@ -605,18 +607,28 @@ fn write_store(path: &Path, dir: &Path, uid: Uid, cluster_id: u64) -> Result<(),
     let mut reader = SnapshotReader::open(path)?;
     let mut storage = SledStorage::open(dir, uid, cluster_id)?;
     storage.persist(&[Record::Promise(RESTORED_PROMISE)])?;
+    // The applied kinds and the session table, computed as the core applies the log.
+    let mut sessions = Sessions::new(SESSIONS_MAX);
     let mut records = Vec::with_capacity(CHUNK_ENTRIES_MAX);
+    let mut end = 0;
     while let Some(chunk) = reader.next_chunk()? {
         records.clear();
-        records.extend(
-            chunk
-                .into_iter()
-                .map(|(slot, value)| Record::Decided { slot, value }),
-        );
+        records.extend(chunk.into_iter().map(|(slot, value)| {
+            end = slot + 1;
+            Record::Decided {
+                slot,
+                dup: sessions.apply(slot, &value),
+                value,
+            }
+        }));
         storage.persist(&records)?;
     }
-    // Loading the restored store reads segments, not the whole sled tree.
-    storage.wait_checkpoints();
+    storage.persist(&[Record::SessionsCheckpoint {
+        upto: end,
+        sessions: sessions.checkpoint(),
+    }])?;
+    // So that the restored store's log is in segments, not all in the sled tail.
+    storage.wait_segments();
     Ok(())
 }
 
@@ -748,13 +760,28 @@ mod tests {
         assert_eq!(summary.header.count, 100);
         let (meta, state) = read_offline(&store).unwrap();
         assert_eq!((meta.uid, meta.cluster_id), (1, 5));
-        assert_eq!(state.decided, entries.iter().cloned().collect());
+        assert_eq!(state.decided_upto, 100);
         assert!(state.accepted.is_empty());
         assert_eq!(state.promised, Some(RESTORED_PROMISE));
         assert!(!state.is_fresh());
-        let log = crate::core::applied::applied_log(&state.decided);
+        // The session checkpoint is at the end: nothing to replay.
+        assert_eq!(state.sessions_upto, 100);
+        assert!(state.tail.is_empty());
+        let clients: Vec<u64> = state.sessions.iter().map(|s| s.client_id).collect();
+        assert_eq!(clients, vec![1, 2]);
+        let log = {
+            use crate::storage::LogRead;
+            crate::storage::sled_store::open_offline(&store)
+                .unwrap()
+                .log()
+                .read_log(0, usize::MAX, usize::MAX)
+                .unwrap()
+        };
+        let values: Vec<(Slot, Value)> = log.iter().map(|e| (e.slot, e.value())).collect();
+        assert_eq!(values, entries);
         assert_eq!(log[3].kind, crate::core::LogEntryKind::Dup);
         assert_eq!(log[2].kind, crate::core::LogEntryKind::Noop);
+        assert_eq!(log[4].kind, crate::core::LogEntryKind::Msg);
 
         // A second restore into the same directory is refused and changes nothing.
         let err = restore(&path, &store, 1, 5).unwrap_err();

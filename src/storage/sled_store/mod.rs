@@ -1,123 +1,132 @@
-//! The sled 0.34 backend of [`Storage`]: what a `paxosd` replica keeps on disk.
+//! The sled 0.34 backend of [`Storage`]: what a `paxosd` replica keeps on disk (format 3).
 //!
-//! This module owns the on-disk layout of one replica's store directory:
-//! one sled `Db` with three trees,
-//! - `meta`: `format` (u32), `uid` ([`Uid`]), `cluster_id` (u64), `promised` ([`Ballot`]),
-//!   `accepted_max` (([`Ballot`], slot)): the highest ballot ever accepted and a slot
-//!   accepted in it (format 2);
-//! - `accepted`: slot -> (ballot, value) of the latest accept at that slot;
-//! - `decided`: slot -> decided value;
+//! # Layout
 //!
-//! and, next to it, `checkpoints/decided-<first>-<end>.seg`: checkpoint segments, an
-//! immutable, checksummed flat-file cache of runs of contiguous decided slots (see
-//! [`checkpoint`](self#checkpoint-segments) below).
+//! One store directory holds a sled `Db` with three trees and a directory of log segments:
+//! - `meta`: `format` (u32, [`FORMAT_VERSION`]), `uid` ([`Uid`]), `cluster_id` (u64),
+//!   `promised` ([`Ballot`]: the highest promise, with the highest ballot ever accepted
+//!   folded in), `sessions` ((slot, [`Session`] list): the latest session checkpoint);
+//! - `accepted`: slot -> (ballot, value) of the latest accept, only for slots not applied
+//!   yet (an accept is deleted by the `Decided` record of its slot, in the same persist):
+//!   bounded by the core's in-flight window;
+//! - `decided`: slot -> (dup, value), the *tail* of the applied log: slots
+//!   `segments_end..decided_upto`, contiguous. Bounded by about two segments
+//!   ([`DEFAULT_SEGMENT_SLOTS`]): the segment writer moves the oldest `segment_slots`
+//!   of them into a segment as soon as they are all durable;
+//! - `segments/log-<first>-<end>.seg`: the applied log below the tail, immutable files of
+//!   `segment_slots` slots each, chained from slot 0, each value stored once (see
+//!   `segment.rs` for the file format: blocks of up to [`DEFAULT_BLOCK_SLOTS`] entries,
+//!   zstd-compressed, crc32 per block, an index in the footer).
 //!
-//! Slot keys are big-endian `u64`, so byte order is slot order. Every value is
-//! `crc32 (u32, big-endian) | postcard bytes`; the checksum is verified on every read and a
-//! mismatch or decode failure is [`Error::Corrupt`] naming the tree and the key
-//! (`slot N`, or the meta key), never silent data.
+//! Slot keys are big-endian `u64`. Every sled value is `crc32 (u32 BE) | postcard`,
+//! checked on every read; a mismatch is [`Error::Corrupt`] naming the tree (or segment
+//! file) and the slot, never silent data.
+//!
+//! Memory: sled's page cache is bounded by `sled_cache_bytes` (default
+//! [`SLED_CACHE_BYTES`], 32 MiB; sled's own default is 1 GiB); readers keep an LRU of
+//! decoded blocks ([`log::BLOCK_CACHE_BYTES`]) and one small index record per segment.
+//! Nothing is proportional to the log length except that index (tens of bytes a segment,
+//! plus about 28 bytes a block of a segment once read).
 //!
 //! # When data becomes durable
 //!
-//! [`SledStorage::persist`] applies a call's records to the three trees (one atomic sled
-//! batch per tree, in the order meta, accepted, decided), then calls `Db::flush()` once for
-//! the whole call (group commit), then `fsync`s any new sled blob file and `sync_data()`s
-//! sled's data file `<dir>/db`. sled 0.34's flush is only `sync_file_range`, which survives
-//! `kill -9` but not a power loss; the explicit `sync_data` closes that gap. Records are
-//! durable exactly when `persist` returns `Ok`. A crash inside `persist` may keep any
-//! prefix of the call's work (sled recovers a prefix of its log), which the caller never
-//! acknowledged.
+//! [`SledStorage::persist`] applies a call's records as sled batches in this order:
+//! `meta` (promise), `decided` (the new applied entries), `meta` (the session
+//! checkpoint), `accepted` (new accepts, and the deletion of the accepts of the slots
+//! just applied); then one `Db::flush()` for the whole call (group commit), an `fsync`
+//! of any new sled blob file and `sync_data()` of sled's data file (sled's flush alone
+//! is `sync_file_range`, which survives `kill -9` but not a power loss). Records are
+//! durable exactly when `persist` returns `Ok`. sled recovers a prefix of its log, so a
+//! crash inside `persist` keeps a prefix of these batches: an accept is never deleted
+//! unless its slot's applied entry is kept (no accepted value vouched for is lost), and
+//! a session checkpoint is never kept without the applied entries below it.
 //!
-//! # Checkpoint segments
+//! # Segments: when and why it is safe
 //!
-//! Walking sled's trees costs about 1 µs an entry (sled pages every node in), so a
-//! 1M-slot store took ~1.8 s to load. Segments make the decided log a few sequential
-//! file reads instead:
-//! - *What*: each file holds the decided values of a fixed run of contiguous slots
-//!   (default [`DEFAULT_SEGMENT_SLOTS`], see [`StoreOptions`]): a header (magic, version,
-//!   first/end slot, count), postcard `(slot, value)` entries, and a crc32 of it all.
-//! - *When*: the backend tracks the contiguous decided prefix (learned by `load`, and on
-//!   a fresh store, advanced by the `Decided` records of each successful `persist`). When
-//!   it passes the end of the next segment, one background thread (never `persist`)
-//!   reads those slots back from the `decided` tree, checking their crcs, and writes the
-//!   segment to a temp file, fsyncs it, renames it into place and fsyncs the directory.
-//!   A failure there is a `warn!` and means no segment; it never fails nor poisons the
-//!   store. [`SledStorage::wait_checkpoints`] waits for the writer (bench, tests).
-//! - *Why it is safe*: sled stays the source of truth and nothing is deleted from it
-//!   because of a segment. Decided values never change (invariant 2) and only slots made
-//!   durable by a returned `persist` (or found by `load`) are written, so a segment can
-//!   only repeat what sled durably holds. A segment failing any check is reported with
-//!   `warn!` naming the file and ignored from there on (those slots come from sled); a
-//!   stale `.tmp` from a killed writer is ignored and removed at the next open.
+//! One background thread (`writer.rs`, never `persist`) waits until the durable applied
+//! prefix passes the end of the next segment, reads those slots from `decided` (checking
+//! every crc), writes `<name>.tmp`, fsyncs it, renames it into place and fsyncs the
+//! directory; then it registers the segment with the readers and only then deletes its
+//! slots from `decided` (that deletion becomes durable with the next flush). Crash
+//! argument: before the directory fsync the slots are still in sled (a stale `.tmp` is
+//! removed at the next open); after it the segment is durable, and slots left in sled
+//! below the segment chain (a deletion not flushed) are removed at the next open. A
+//! reader that misses a slot in sled looks at the index again, where it already is. A
+//! write failure is a `warn!` and stops sealing until the next open; the tail just
+//! stays in sled.
 //!
-//! `load` (and [`read_offline`]) reads the chain of segments from slot 0 and then only
-//! the sled *tail*: `decided` and `accepted` from the end of the segment chain. A sled
-//! record that is read is still checked, and a bad one is still [`Error::Corrupt`].
-//! What it returns equals a full scan ([`SledStorage::load_full`]) except that
-//! **accepted entries of slots below the segment chain are dropped** (those slots are
-//! decided, and the core keeps accepted entries only for undecided slots), with one
-//! exception that keeps promise recovery exact: the entry at the slot recorded in
-//! `meta/accepted_max` is always returned, so the highest accepted ballot (which the core
-//! folds into its promise) is the same as a full scan's. `accepted_max` is written in
-//! the same `persist` as the accept that raises it, before it (meta is applied first), so
-//! it is never below a durable accept. A crash inside that `persist` can keep it and lose
-//! the accept: a read-write `open` then recomputes it with one scan of `accepted`
-//! (and [`read_offline`], which writes nothing, scans `accepted` whole instead).
+//! # Restart
+//!
+//! `open` lists segment *names* only (the chain must run from slot 0 without a gap:
+//! segments are the only copy of their slots, so a gap is [`Error::Corrupt`]) and looks
+//! at the first and last key of `decided`; `load` reads `accepted`, the session
+//! checkpoint and the applied entries after it (the tail the core replays, at most
+//! [`crate::core::SESSIONS_CHECKPOINT_SLOTS`] plus one flush of them). Both are
+//! independent of the log length. Segment footers are read on first use.
 //!
 //! # Invariants
 //!
-//! 1. The stored promise never goes backwards: a lower `Promise` record is ignored.
-//! 2. A decided slot never changes: a second `Decided` for a slot keeps the first value
-//!    (a different value is a core bug and is logged as an error).
-//! 3. A store belongs to one replica of one cluster: `open` with another uid or cluster id
-//!    is [`Error::WrongStore`].
+//! 1. The stored promise never goes backwards; it is at least every durable accept's
+//!    ballot.
+//! 2. The applied log only grows at its end: a `Decided` record for a slot already
+//!    stored is dropped; one past the end (a hole) is a core bug, logged and dropped.
+//! 3. A store belongs to one replica of one cluster: `open` with another uid or cluster
+//!    id is [`Error::WrongStore`].
 //! 4. After any failed write or sync the storage is poisoned: every later `persist` fails
 //!    without touching the disk (a failed fsync cannot be retried safely).
 //!
-//! 5. `meta/accepted_max` is at least the ballot of every durable accept (format 2).
+//! # Older formats
 //!
-//! Format 1 stores (no `accepted_max`) are upgraded by a read-write `open` (one scan of
-//! `accepted`); [`read_offline`] reads their whole `accepted` tree instead.
+//! Format 1 and 2 stores (the whole decided log in sled, no applied kinds, no sessions)
+//! are refused with [`Error::UnsupportedFormat`], whose message says how to migrate:
+//! `paxosctl snapshot save` from the cluster running the old build, then `paxosctl
+//! snapshot restore` (which computes the applied kinds and the session checkpoint).
 //!
 //! # Files
 //!
 //! - `mod.rs` (this file): the layout, [`SledStorage`] (open, identity and format checks,
-//!   `persist` and its batch write, poisoning), the meta tree readers.
+//!   `load`, `persist` and its batches, poisoning), the meta tree readers.
+//! - `log.rs`: [`SledLog`], the reader of the applied log (segments + sled tail).
+//! - `segment.rs`: the segment file format.
+//! - `writer.rs`: the background segment writer.
 //! - `codec.rs`: the value codec (crc32 + postcard) and slot keys.
-//! - `load.rs`: loading at startup (full scan, or segments + sled tails on a thread pool).
-//! - `offline.rs`: [`read_offline`], for a stopped replica's store.
+//! - `offline.rs`: [`open_offline`] / [`read_offline`], for a stopped replica's store.
 //! - `sync.rs`: making a flush durable (blob files, `sync_data` of sled's data file).
-//! - `checkpoint.rs`: checkpoint segments and their background writer.
-//!
-//! Deliberately not here: `flush_async` (deadlocks in sled 0.34 under concurrent
-//! awaiters), compaction of accepted entries below the decided prefix (segments are a
-//! cache, not a compaction), a persisted client dedupe table.
 
-mod checkpoint;
 mod codec;
-mod load;
+mod log;
 mod offline;
+mod segment;
 mod sync;
+mod writer;
 
-pub use checkpoint::{CHECKPOINT_DIR, DEFAULT_SEGMENT_SLOTS};
-pub use offline::read_offline;
+pub use log::{SledLog, BLOCK_CACHE_BYTES};
+pub use offline::{open_offline, read_offline, OfflineStore};
+pub use segment::{Compression, SEGMENT_DIR};
 
-use super::{PersistentState, Storage};
-use crate::core::{Ballot, Record, Slot, Uid, Value};
+use super::{LogRead, PersistentState, Storage};
+use crate::core::{Ballot, Record, Session, Slot, Uid, Value};
 use crate::Error;
-use checkpoint::Checkpointer;
-use codec::{decode, encode, slot_name};
-use load::read_slots;
+use codec::{decode, decode_slot, encode, slot_name};
+use log::LogShared;
+use segment::SegmentName;
 use serde::de::DeserializeOwned;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use sync::Durability;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
+use writer::{Writer, WriterConfig};
 
-/// The layout version written in `meta` under `format`. `open` upgrades version 1 (no
-/// `accepted_max`) and refuses anything newer.
-pub const FORMAT_VERSION: u32 = 2;
+/// The layout version written in `meta` under `format`; `open` refuses any other.
+pub const FORMAT_VERSION: u32 = 3;
+/// Applied slots per segment unless [`StoreOptions`] says otherwise.
+pub const DEFAULT_SEGMENT_SLOTS: u64 = 65_536;
+/// Most entries in one segment block unless [`StoreOptions`] says otherwise.
+pub const DEFAULT_BLOCK_SLOTS: u32 = 512;
+/// sled's page cache bound unless [`StoreOptions`] says otherwise.
+pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 const TREE_META: &str = "meta";
 const TREE_ACCEPTED: &str = "accepted";
@@ -127,7 +136,7 @@ const KEY_FORMAT: &str = "format";
 const KEY_UID: &str = "uid";
 const KEY_CLUSTER_ID: &str = "cluster_id";
 const KEY_PROMISED: &str = "promised";
-const KEY_ACCEPTED_MAX: &str = "accepted_max";
+const KEY_SESSIONS: &str = "sessions";
 
 /// sled's data file inside the store directory (the file `sync_data` must reach).
 const SLED_DATA_FILE: &str = "db";
@@ -152,14 +161,27 @@ impl std::fmt::Display for StoreMeta {
 /// Tuning of a read-write store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Decided slots per checkpoint segment; 0 writes none (existing ones are still read).
+    /// Applied slots per segment; 0 seals none (the whole log stays in sled).
     pub segment_slots: u64,
+    /// Most entries per segment block (a block is also closed at 256 KiB raw).
+    pub block_slots: u32,
+    pub compression: Compression,
+    /// Bound of sled's page cache.
+    pub sled_cache_bytes: u64,
+    /// Test hook: the segment writer sleeps this long between the steps of sealing a
+    /// segment, so that a `kill -9` lands inside it.
+    #[doc(hidden)]
+    pub segment_pause_ms: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             segment_slots: DEFAULT_SEGMENT_SLOTS,
+            block_slots: DEFAULT_BLOCK_SLOTS,
+            compression: Compression::Zstd(3),
+            sled_cache_bytes: SLED_CACHE_BYTES,
+            segment_pause_ms: 0,
         }
     }
 }
@@ -169,15 +191,15 @@ impl Default for StoreOptions {
 pub struct SledStorage {
     dir: PathBuf,
     meta: StoreMeta,
-    /// Before `trees`: dropping it joins the segment writer, which holds a tree handle.
-    checkpoints: Checkpointer,
+    /// Before `trees`: dropping it joins the segment writer.
+    writer: Writer,
+    log: Arc<LogShared>,
     trees: Trees,
-    /// What `sync` must reach: sled's data file and its blob files.
     durability: Durability,
     /// The durable promise (mirrors `meta/promised`), so a lower one is never written.
     promised: Option<Ballot>,
-    /// Mirrors `meta/accepted_max`: the highest accepted ballot and a slot accepted in it.
-    accepted_max: Option<(Ballot, Slot)>,
+    /// Every slot below this is applied and durable (mirrors the stored log's end).
+    decided_upto: Slot,
     /// `Some(reason)` once a write or sync failed: nothing is written after that.
     poisoned: Option<String>,
     /// Number of successful `persist` calls that flushed (one flush each).
@@ -190,8 +212,8 @@ impl std::fmt::Debug for SledStorage {
             .field("dir", &self.dir)
             .field("meta", &self.meta)
             .field("promised", &self.promised)
-            .field("accepted_max", &self.accepted_max)
-            .field("checkpoints", &self.checkpoints)
+            .field("decided_upto", &self.decided_upto)
+            .field("writer", &self.writer)
             .field("poisoned", &self.poisoned)
             .field("flushes", &self.flushes)
             .finish()
@@ -204,8 +226,8 @@ impl SledStorage {
     /// A fresh store records `uid`, `cluster_id` and the format version durably before
     /// this returns. A store that belongs to another uid or cluster is
     /// [`Error::WrongStore`]; a store held by a running process is a clear
-    /// [`Error::Locked`]. Only the meta tree is read here: [`Storage::load`] reads the rest.
-    /// Checkpoint segments hold [`DEFAULT_SEGMENT_SLOTS`] slots (see [`Self::open_with`]).
+    /// [`Error::Locked`]; another format is [`Error::UnsupportedFormat`]. Reads only the
+    /// meta tree, the segment file names and the ends of the sled tail.
     pub fn open(dir: &Path, uid: Uid, cluster_id: u64) -> Result<SledStorage, Error> {
         SledStorage::open_with(dir, uid, cluster_id, StoreOptions::default())
     }
@@ -219,44 +241,11 @@ impl SledStorage {
     ) -> Result<SledStorage, Error> {
         fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store directory {}", dir.display()), e))?;
-        let trees = Trees::open(dir)?;
-        let checkpoint_dir = dir.join(CHECKPOINT_DIR);
-        let segment_slots = match prepare_checkpoint_dir(dir, &checkpoint_dir) {
-            Ok(()) => options.segment_slots,
-            Err(e) => {
-                warn!(dir = %checkpoint_dir.display(), error = %e, "checkpoint directory unusable; no segments will be written");
-                0
-            }
-        };
-        let checkpoints = Checkpointer::new(
-            checkpoint_dir,
-            segment_slots,
-            trees.decided.clone(),
-            trees.decided.is_empty(),
-        );
+        let trees = Trees::open(dir, options.sled_cache_bytes)?;
         let expected = StoreMeta { uid, cluster_id };
-        let durability = Durability::open(dir)?;
-        let mut storage = SledStorage {
-            dir: dir.to_path_buf(),
-            meta: expected,
-            checkpoints,
-            trees,
-            durability,
-            promised: None,
-            accepted_max: None,
-            poisoned: None,
-            flushes: 0,
-        };
-        match storage.trees.read_meta()? {
-            Some(found) if found == expected => {
-                storage.promised = storage.trees.read_promised()?;
-                if storage.trees.read_format()? < FORMAT_VERSION {
-                    storage.upgrade_format()?;
-                }
-                storage.accepted_max = storage.trees.read_accepted_max()?;
-                storage.check_accepted_max()?;
-                info!(dir = %dir.display(), uid, cluster_id, promised = ?storage.promised, "store opened");
-            }
+        let mut durability = Durability::open(dir)?;
+        let fresh = match trees.read_meta()? {
+            Some(found) if found == expected => false,
             Some(found) => {
                 return Err(Error::WrongStore {
                     path: dir.to_path_buf(),
@@ -265,11 +254,63 @@ impl SledStorage {
                 })
             }
             None => {
-                storage.create_meta()?;
-                info!(dir = %dir.display(), uid, cluster_id, "fresh store created");
+                trees.create_meta(expected)?;
+                durability.sync(&trees.db)?;
+                sync_dir(dir)?;
+                true
             }
+        };
+        let segment_dir = dir.join(SEGMENT_DIR);
+        match fs::create_dir(&segment_dir) {
+            Ok(()) => sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(format!("creating {}", segment_dir.display()), e)),
         }
-        Ok(storage)
+        segment::remove_temp_files(&segment_dir);
+        let (segments, decided_upto) = locate(&trees, &segment_dir)?;
+        let segments_end = segments.last().map_or(0, |s| s.end);
+        // Repairs after a crash: slots already in a segment whose deletion from sled was
+        // not flushed, and accepts of applied slots whose deletion was lost.
+        let leftover = remove_below(&trees.decided, TREE_DECIDED, segments_end)?;
+        let stale = remove_below(&trees.accepted, TREE_ACCEPTED, decided_upto)?;
+        if leftover + stale > 0 {
+            durability.sync(&trees.db)?;
+            info!(dir = %dir.display(), leftover, stale, "removed slots left behind by a crash");
+        }
+        let promised = trees.meta_value::<Ballot>(KEY_PROMISED)?;
+        let log = Arc::new(LogShared::new(
+            trees.decided.clone(),
+            segments,
+            decided_upto,
+        ));
+        let writer = Writer::start(
+            WriterConfig {
+                dir: segment_dir,
+                segment_slots: options.segment_slots,
+                block_slots: options.block_slots,
+                compression: options.compression,
+                pause_ms: options.segment_pause_ms,
+            },
+            log.clone(),
+            trees.decided.clone(),
+        );
+        if fresh {
+            info!(dir = %dir.display(), uid, cluster_id, "fresh store created");
+        } else {
+            info!(dir = %dir.display(), uid, cluster_id, ?promised, decided_upto, segments_end, "store opened");
+        }
+        Ok(SledStorage {
+            dir: dir.to_path_buf(),
+            meta: expected,
+            writer,
+            log,
+            trees,
+            durability,
+            promised,
+            decided_upto,
+            poisoned: None,
+            flushes: 0,
+        })
     }
 
     /// The replica this store belongs to.
@@ -287,89 +328,23 @@ impl SledStorage {
         self.flushes
     }
 
-    /// Reads the whole state from sled alone, ignoring checkpoint segments: what `load`
-    /// returns plus the accepted entries of slots below the segment chain (see the module
-    /// doc). Slow on a big store; for tests and checks.
-    pub fn load_full(&self) -> Result<PersistentState, Error> {
-        self.trees.load_full()
+    /// Every slot below this is applied and durable.
+    pub fn decided_upto(&self) -> Slot {
+        self.decided_upto
     }
 
-    /// Blocks until the background writer has written every checkpoint segment the durable
-    /// decided prefix covers (or gave up after a failure), and returns the end of the
-    /// segment chain (every slot below it is in a segment). Nothing in the daemon needs
-    /// this; the bench and tests do.
-    pub fn wait_checkpoints(&self) -> Slot {
-        self.checkpoints.wait()
+    /// A reader of the applied log, for any thread (see [`SledLog`]).
+    pub fn log_reader(&self) -> SledLog {
+        SledLog {
+            shared: self.log.clone(),
+        }
     }
 
-    /// A crash inside `persist` can keep a raised `accepted_max` and lose the accept it
-    /// was written for (meta goes first). Then `load` could not keep the highest accepted
-    /// ballot exact without scanning all of `accepted`; fix it here, once, instead.
-    fn check_accepted_max(&mut self) -> Result<(), Error> {
-        let Some((ballot, slot)) = self.accepted_max else {
-            return Ok(());
-        };
-        if self.trees.accepted_ballot(slot)? == Some(ballot) {
-            return Ok(());
-        }
-        let accepted = read_slots::<(Ballot, Value)>(&self.trees.accepted, TREE_ACCEPTED)?;
-        let max = highest_accepted(accepted.iter().map(|(slot, (ballot, _))| (*ballot, *slot)));
-        let mut batch = sled::Batch::default();
-        match max {
-            Some(max) => batch.insert(KEY_ACCEPTED_MAX, encode(&max)?),
-            None => batch.remove(KEY_ACCEPTED_MAX),
-        }
-        self.trees
-            .meta
-            .apply_batch(batch)
-            .map_err(|e| sled_error("repairing meta/accepted_max", e))?;
-        self.sync()?;
-        info!(dir = %self.dir.display(), was = ?self.accepted_max, now = ?max, "meta/accepted_max recomputed (its accept was lost in a crash)");
-        self.accepted_max = max;
-        Ok(())
-    }
-
-    /// Format 1 had no `accepted_max`: computes it with one scan of `accepted` and
-    /// records it with the new format version, durably.
-    fn upgrade_format(&mut self) -> Result<(), Error> {
-        let accepted = read_slots::<(Ballot, Value)>(&self.trees.accepted, TREE_ACCEPTED)?;
-        let max = highest_accepted(accepted.iter().map(|(slot, (ballot, _))| (*ballot, *slot)));
-        let mut batch = sled::Batch::default();
-        if let Some(max) = max {
-            batch.insert(KEY_ACCEPTED_MAX, encode(&max)?);
-        }
-        batch.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?);
-        self.trees
-            .meta
-            .apply_batch(batch)
-            .map_err(|e| sled_error("upgrading the store format", e))?;
-        self.sync()?;
-        info!(dir = %self.dir.display(), from = 1, to = FORMAT_VERSION, accepted_max = ?max, "store format upgraded");
-        Ok(())
-    }
-
-    /// Writes uid, cluster id and format version into the meta tree of a fresh store and
-    /// makes them durable, including the directory entries sled just created.
-    fn create_meta(&mut self) -> Result<(), Error> {
-        if !self.trees.accepted.is_empty() || !self.trees.decided.is_empty() {
-            return Err(Error::Corrupt {
-                tree: TREE_META.to_string(),
-                key: KEY_UID.to_string(),
-                reason: "missing, but the accepted/decided trees hold entries".to_string(),
-            });
-        }
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?);
-        batch.insert(KEY_UID, encode(&self.meta.uid)?);
-        batch.insert(KEY_CLUSTER_ID, encode(&self.meta.cluster_id)?);
-        self.trees
-            .meta
-            .apply_batch(batch)
-            .map_err(|e| sled_error("writing meta of a fresh store", e))?;
-        self.sync()?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(format!("syncing store directory {}", self.dir.display()), e))
+    /// Blocks until the segment writer has sealed every segment the durable applied
+    /// prefix covers (or gave up), and returns the end of the segment chain. Nothing in
+    /// the daemon needs this; the bench and tests do.
+    pub fn wait_segments(&self) -> Slot {
+        self.writer.wait()
     }
 
     /// Flushes sled and forces its files to stable storage.
@@ -378,21 +353,20 @@ impl SledStorage {
     }
 
     /// Applies `records` and makes them durable; on error the caller poisons the storage.
-    fn write(&mut self, records: &[Record]) -> Result<(), Error> {
-        let mut promise: Option<Ballot> = None;
-        let mut accepted_max = self.accepted_max;
+    /// Returns the new end of the applied log.
+    fn write(&mut self, records: &[Record]) -> Result<Slot, Error> {
+        let mut promise = self.promised;
+        let mut upto = self.decided_upto;
         let mut accepted = sled::Batch::default();
         let mut decided = sled::Batch::default();
-        // Decided slots of this call, so that the first value wins within a call too.
-        let mut decided_now: HashSet<Slot> = HashSet::new();
+        let mut sessions: Option<(Slot, &[Session])> = None;
         for record in records {
             match record {
                 Record::Promise(ballot) => {
-                    let highest = promise.max(self.promised);
-                    if highest.is_none_or(|p| p < *ballot) {
+                    if promise.is_none_or(|p| p < *ballot) {
                         promise = Some(*ballot);
                     } else {
-                        debug!(ballot = %ballot, promised = ?highest, "ignoring a promise that is not higher");
+                        debug!(ballot = %ballot, promised = ?promise, "ignoring a promise that is not higher");
                     }
                 }
                 Record::Accepted {
@@ -400,77 +374,81 @@ impl SledStorage {
                     ballot,
                     value,
                 } => {
-                    let bytes = encode(&(ballot, value))?;
-                    debug_assert_eq!(
-                        decode::<(Ballot, Value)>(TREE_ACCEPTED, &slot_name(*slot), &bytes).ok(),
-                        Some((*ballot, value.clone()))
-                    );
-                    accepted.insert(&slot.to_be_bytes(), bytes);
-                    if accepted_max.is_none_or(|(b, _)| b < *ballot) {
-                        accepted_max = Some((*ballot, *slot));
-                    }
-                }
-                Record::Decided { slot, value } => {
-                    if !decided_now.insert(*slot) {
+                    if *slot < upto {
+                        debug!(slot, "ignoring an accept of an applied slot");
                         continue;
                     }
-                    let bytes = encode(value)?;
-                    let key = slot.to_be_bytes();
-                    let existing = self
-                        .trees
-                        .decided
-                        .get(key)
-                        .map_err(|e| sled_error("reading a decided slot", e))?;
-                    match existing {
-                        None => decided.insert(&key, bytes),
-                        Some(old) if old.as_ref() == bytes.as_slice() => {}
-                        Some(_) => {
-                            error!(slot, "decided slot written again with a different value; keeping the first");
-                        }
+                    accepted.insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
+                    if promise.is_none_or(|p| p < *ballot) {
+                        promise = Some(*ballot);
                     }
+                }
+                Record::Decided { slot, value, dup } => {
+                    if *slot < upto {
+                        continue; // already stored
+                    }
+                    if *slot > upto {
+                        error!(
+                            slot,
+                            decided_upto = upto,
+                            "Decided record past the end of the applied log (a hole); dropped"
+                        );
+                        continue;
+                    }
+                    decided.insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
+                    accepted.remove(&slot.to_be_bytes());
+                    upto += 1;
+                }
+                Record::SessionsCheckpoint {
+                    upto: at,
+                    sessions: table,
+                } => {
+                    if *at > upto {
+                        error!(
+                            at,
+                            decided_upto = upto,
+                            "session checkpoint past the applied log; dropped"
+                        );
+                        continue;
+                    }
+                    sessions = Some((*at, table));
                 }
             }
         }
-        // Meta first: `accepted_max` is never behind a durable accept (invariant 5).
-        let new_max = accepted_max.filter(|_| accepted_max != self.accepted_max);
-        if promise.is_some() || new_max.is_some() {
-            let mut meta = sled::Batch::default();
+        // The order is the crash order (module doc).
+        if promise != self.promised {
             if let Some(ballot) = promise {
-                meta.insert(KEY_PROMISED, encode(&ballot)?);
+                self.trees
+                    .meta
+                    .insert(KEY_PROMISED, encode(&ballot)?)
+                    .map_err(|e| sled_error("writing the promise", e))?;
             }
-            if let Some(max) = new_max {
-                meta.insert(KEY_ACCEPTED_MAX, encode(&max)?);
-            }
+        }
+        self.trees
+            .decided
+            .apply_batch(decided)
+            .map_err(|e| sled_error("writing applied entries", e))?;
+        if let Some(checkpoint) = sessions {
             self.trees
                 .meta
-                .apply_batch(meta)
-                .map_err(|e| sled_error("writing the promise", e))?;
+                .insert(KEY_SESSIONS, encode(&checkpoint)?)
+                .map_err(|e| sled_error("writing the session checkpoint", e))?;
         }
         self.trees
             .accepted
             .apply_batch(accepted)
             .map_err(|e| sled_error("writing accepted entries", e))?;
-        self.trees
-            .decided
-            .apply_batch(decided)
-            .map_err(|e| sled_error("writing decided entries", e))?;
         self.sync()?;
-        if promise.is_some() {
-            self.promised = promise;
-        }
-        self.accepted_max = accepted_max;
-        Ok(())
+        self.promised = promise;
+        Ok(upto)
     }
 }
 
 impl Storage for SledStorage {
-    /// Segments, then the sled tail (see the module doc); also tells the segment writer
-    /// what is decided.
+    /// The promise, the accepts above the applied log, the session checkpoint and the
+    /// applied entries after it (module doc, "Restart").
     fn load(&self) -> Result<PersistentState, Error> {
-        let loaded = self.trees.load_state(self.checkpoints.dir())?;
-        self.checkpoints
-            .learn(&loaded.state.decided, loaded.segments_end);
-        Ok(loaded.state)
+        load_state(&self.trees, &self.log, self.decided_upto)
     }
 
     fn persist(&mut self, records: &[Record]) -> Result<(), Error> {
@@ -484,13 +462,13 @@ impl Storage for SledStorage {
             return Ok(());
         }
         match self.write(records) {
-            Ok(()) => {
+            Ok(upto) => {
                 self.flushes += 1;
-                self.checkpoints
-                    .decided(records.iter().filter_map(|r| match r {
-                        Record::Decided { slot, .. } => Some(*slot),
-                        _ => None,
-                    }));
+                if upto != self.decided_upto {
+                    self.decided_upto = upto;
+                    self.log.set_durable_upto(upto);
+                    self.writer.advance(upto);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -500,6 +478,134 @@ impl Storage for SledStorage {
             }
         }
     }
+}
+
+impl LogRead for SledStorage {
+    fn read_log(
+        &self,
+        from_slot: Slot,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<crate::core::LogEntry>, Error> {
+        self.log.read(from_slot, entries_max, bytes_max)
+    }
+}
+
+/// What `load` returns, for a read-write or an offline store.
+fn load_state(
+    trees: &Trees,
+    log: &LogShared,
+    decided_upto: Slot,
+) -> Result<PersistentState, Error> {
+    let promised = trees.meta_value::<Ballot>(KEY_PROMISED)?;
+    let accepted: BTreeMap<Slot, (Ballot, Value)> =
+        read_range(&trees.accepted, TREE_ACCEPTED, decided_upto)?
+            .into_iter()
+            .collect();
+    let (sessions_upto, sessions) = trees
+        .meta_value::<(Slot, Vec<Session>)>(KEY_SESSIONS)?
+        .unwrap_or_default();
+    if sessions_upto > decided_upto {
+        return Err(Error::Corrupt {
+            tree: TREE_META.to_string(),
+            key: KEY_SESSIONS.to_string(),
+            reason: format!(
+                "a checkpoint at slot {sessions_upto}, past the applied log's end {decided_upto}"
+            ),
+        });
+    }
+    let tail = log.read(sessions_upto, usize::MAX, usize::MAX)?;
+    let expected = decided_upto - sessions_upto;
+    if tail.len() as u64 != expected {
+        return Err(Error::Corrupt {
+            tree: TREE_DECIDED.to_string(),
+            key: slot_name(sessions_upto + tail.len() as u64),
+            reason: format!(
+                "read {} applied entries after the session checkpoint, expected {expected}",
+                tail.len()
+            ),
+        });
+    }
+    Ok(PersistentState {
+        promised,
+        accepted,
+        decided_upto,
+        sessions,
+        sessions_upto,
+        tail,
+    })
+}
+
+/// The segment chain (by name) and the end of the applied log: the sled tail must start
+/// at or below the chain's end.
+fn locate(trees: &Trees, segment_dir: &Path) -> Result<(Vec<SegmentName>, Slot), Error> {
+    let segments = segment::list_segments(segment_dir)?;
+    let segments_end = segments.last().map_or(0, |s| s.end);
+    let key = |kv: Option<(sled::IVec, sled::IVec)>| -> Result<Option<Slot>, Error> {
+        kv.map(|(k, _)| decode_slot(TREE_DECIDED, &k)).transpose()
+    };
+    let first = key(trees
+        .decided
+        .first()
+        .map_err(|e| sled_error("reading tree `decided`", e))?)?;
+    let last = key(trees
+        .decided
+        .last()
+        .map_err(|e| sled_error("reading tree `decided`", e))?)?;
+    let decided_upto = match (first, last) {
+        (Some(first), Some(last)) => {
+            if first > segments_end {
+                return Err(Error::Corrupt {
+                    tree: TREE_DECIDED.to_string(),
+                    key: slot_name(segments_end),
+                    reason: format!(
+                        "slots {segments_end}..{first} are neither in a segment nor in sled"
+                    ),
+                });
+            }
+            segments_end.max(last + 1)
+        }
+        _ => segments_end,
+    };
+    Ok((segments, decided_upto))
+}
+
+/// Removes every key of a slot tree below `end`; returns how many.
+fn remove_below(tree: &sled::Tree, name: &str, end: Slot) -> Result<usize, Error> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in tree.range(..end.to_be_bytes()) {
+        let (key, _) = item.map_err(|e| sled_error(&format!("reading tree `{name}`"), e))?;
+        batch.remove(key);
+        n += 1;
+    }
+    if n > 0 {
+        tree.apply_batch(batch)
+            .map_err(|e| sled_error(&format!("cleaning tree `{name}`"), e))?;
+    }
+    Ok(n)
+}
+
+/// Reads the `slot -> T` entries of slots `from..`, in slot order, checking keys and
+/// checksums.
+fn read_range<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &str,
+    from: Slot,
+) -> Result<Vec<(Slot, T)>, Error> {
+    let mut out = Vec::new();
+    for item in tree.range(from.to_be_bytes()..) {
+        let (key, bytes) = item.map_err(|e| sled_error(&format!("reading tree `{name}`"), e))?;
+        let slot = decode_slot(name, &key)?;
+        out.push((slot, decode(name, &slot_name(slot), &bytes)?));
+    }
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 /// The sled database and its three trees.
@@ -513,8 +619,8 @@ struct Trees {
 }
 
 impl Trees {
-    fn open(dir: &Path) -> Result<Trees, Error> {
-        Trees::from_db(dir, open_db(dir)?)
+    fn open(dir: &Path, cache_bytes: u64) -> Result<Trees, Error> {
+        Trees::from_db(dir, open_db(dir, cache_bytes)?)
     }
 
     fn from_db(dir: &Path, db: sled::Db) -> Result<Trees, Error> {
@@ -540,19 +646,22 @@ impl Trees {
         raw.map(|bytes| decode(TREE_META, key, &bytes)).transpose()
     }
 
-    /// `None` on a fresh store (no uid and no cluster id recorded).
+    /// `None` on a fresh store (no uid and no cluster id recorded). Any format but
+    /// [`FORMAT_VERSION`] is refused (a store without a `format` key is version 1).
     fn read_meta(&self) -> Result<Option<StoreMeta>, Error> {
-        if let Some(format) = self.meta_value::<u32>(KEY_FORMAT)? {
-            if !(1..=FORMAT_VERSION).contains(&format) {
+        let uid = self.meta_value::<Uid>(KEY_UID)?;
+        let cluster_id = self.meta_value::<u64>(KEY_CLUSTER_ID)?;
+        let format = self.meta_value::<u32>(KEY_FORMAT)?;
+        if format.is_some() || uid.is_some() || cluster_id.is_some() {
+            let found = format.unwrap_or(1);
+            if found != FORMAT_VERSION {
                 return Err(Error::UnsupportedFormat {
                     path: self.dir.clone(),
-                    found: format,
+                    found,
                     supported: FORMAT_VERSION,
                 });
             }
         }
-        let uid = self.meta_value::<Uid>(KEY_UID)?;
-        let cluster_id = self.meta_value::<u64>(KEY_CLUSTER_ID)?;
         match (uid, cluster_id) {
             (Some(uid), Some(cluster_id)) => Ok(Some(StoreMeta { uid, cluster_id })),
             (None, None) => Ok(None),
@@ -561,49 +670,23 @@ impl Trees {
         }
     }
 
-    fn read_promised(&self) -> Result<Option<Ballot>, Error> {
-        self.meta_value(KEY_PROMISED)
+    /// Writes uid, cluster id and format version into the meta tree of a fresh store.
+    fn create_meta(&self, meta: StoreMeta) -> Result<(), Error> {
+        if !self.accepted.is_empty() || !self.decided.is_empty() {
+            return Err(Error::Corrupt {
+                tree: TREE_META.to_string(),
+                key: KEY_UID.to_string(),
+                reason: "missing, but the accepted/decided trees hold entries".to_string(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_FORMAT, encode(&FORMAT_VERSION)?);
+        batch.insert(KEY_UID, encode(&meta.uid)?);
+        batch.insert(KEY_CLUSTER_ID, encode(&meta.cluster_id)?);
+        self.meta
+            .apply_batch(batch)
+            .map_err(|e| sled_error("writing meta of a fresh store", e))
     }
-
-    /// The layout version (a store without one predates the `format` key: version 1).
-    fn read_format(&self) -> Result<u32, Error> {
-        Ok(self.meta_value::<u32>(KEY_FORMAT)?.unwrap_or(1))
-    }
-
-    fn read_accepted_max(&self) -> Result<Option<(Ballot, Slot)>, Error> {
-        self.meta_value(KEY_ACCEPTED_MAX)
-    }
-
-    /// The ballot of the accept stored at `slot` (checked).
-    fn accepted_ballot(&self, slot: Slot) -> Result<Option<Ballot>, Error> {
-        let bytes = self
-            .accepted
-            .get(slot.to_be_bytes())
-            .map_err(|e| sled_error("reading tree `accepted`", e))?;
-        bytes
-            .map(|b| decode::<(Ballot, Value)>(TREE_ACCEPTED, &slot_name(slot), &b).map(|e| e.0))
-            .transpose()
-    }
-}
-
-/// Creates the checkpoint directory (making its entry durable when new) and removes stale
-/// temp files a killed writer left.
-fn prepare_checkpoint_dir(store: &Path, checkpoints: &Path) -> std::io::Result<()> {
-    match fs::create_dir(checkpoints) {
-        Ok(()) => File::open(store)?.sync_all()?,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    checkpoint::remove_temp_files(checkpoints);
-    Ok(())
-}
-
-/// The highest ballot among `(ballot, slot)` accepts, with its (first) slot.
-fn highest_accepted(accepts: impl Iterator<Item = (Ballot, Slot)>) -> Option<(Ballot, Slot)> {
-    accepts.fold(None, |max, (ballot, slot)| match max {
-        Some((b, _)) if b >= ballot => max,
-        _ => Some((ballot, slot)),
-    })
 }
 
 /// How long `open_db` keeps retrying a store whose lock is held. sled 0.34 releases its
@@ -612,11 +695,16 @@ fn highest_accepted(accepts: impl Iterator<Item = (Ballot, Slot)>) -> Option<(Ba
 const LOCK_WAIT_MS: u64 = 1000;
 const LOCK_RETRY_MS: u64 = 10;
 
-/// Opens sled in `dir`, turning "another process holds the lock" into a clear error.
-fn open_db(dir: &Path) -> Result<sled::Db, Error> {
+/// Opens sled in `dir` with a page cache of `cache_bytes`, turning "another process holds
+/// the lock" into a clear error.
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
                 if started.elapsed() < std::time::Duration::from_millis(LOCK_WAIT_MS) {

@@ -1,19 +1,58 @@
-//! Reading a stopped replica's store without changing it: [`read_offline`], behind
-//! `paxosctl dump-log --data-dir DIR` (and `paxosctl snapshot` tests).
+//! Reading a stopped replica's store without changing it: [`open_offline`] (a handle
+//! whose [`OfflineStore::log`] streams the applied log page by page, behind
+//! `paxosctl dump-log --data-dir DIR`) and [`read_offline`] (what `load` would return).
 
-use super::{open_db, StoreMeta, Trees, CHECKPOINT_DIR, SLED_CONF_FILE, SLED_DATA_FILE, TREE_META};
+use super::log::LogShared;
+use super::SledLog;
+use super::{
+    load_state, locate, open_db, StoreMeta, Trees, SEGMENT_DIR, SLED_CACHE_BYTES, SLED_CONF_FILE,
+    SLED_DATA_FILE, TREE_META,
+};
+use crate::core::Slot;
 use crate::storage::PersistentState;
 use crate::Error;
 use std::path::Path;
+use std::sync::Arc;
 
-/// Reads a stopped replica's store without changing what it holds (for
-/// `paxosctl dump-log --data-dir DIR`).
+/// A stopped replica's store, opened for reading (it holds sled's lock while it lives).
+pub struct OfflineStore {
+    meta: StoreMeta,
+    trees: Trees,
+    log: Arc<LogShared>,
+    decided_upto: Slot,
+}
+
+impl OfflineStore {
+    pub fn meta(&self) -> StoreMeta {
+        self.meta
+    }
+
+    /// Every slot below this is applied.
+    pub fn decided_upto(&self) -> Slot {
+        self.decided_upto
+    }
+
+    /// A reader of the applied log (bounded pages: see [`crate::storage::LogRead`]).
+    pub fn log(&self) -> SledLog {
+        SledLog {
+            shared: self.log.clone(),
+        }
+    }
+
+    /// What [`crate::storage::Storage::load`] returns for this store.
+    pub fn load(&self) -> Result<PersistentState, Error> {
+        load_state(&self.trees, &self.log, self.decided_upto)
+    }
+}
+
+/// Opens a stopped replica's store without changing what it holds.
 ///
 /// Never creates a store: a missing directory, or one that is not a paxos store, is
 /// [`Error::NotAStore`] saying why. A store held by a running `paxosd` is
-/// [`Error::Locked`]. Reads checkpoint segments like [`Storage::load`](crate::storage::Storage::load)
-/// (and returns the same state), but never writes, removes or repairs one.
-pub fn read_offline(dir: &Path) -> Result<(StoreMeta, PersistentState), Error> {
+/// [`Error::Locked`]; another format is [`Error::UnsupportedFormat`]. Never writes,
+/// removes or repairs anything (slots a crash left in both sled and a segment are read
+/// from the segment).
+pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
     let not_a_store = |reason: String| Error::NotAStore {
         path: dir.to_path_buf(),
         reason,
@@ -29,7 +68,7 @@ pub fn read_offline(dir: &Path) -> Result<(StoreMeta, PersistentState), Error> {
             "no sled `{SLED_DATA_FILE}`/`{SLED_CONF_FILE}` files"
         )));
     }
-    let db = open_db(dir)?;
+    let db = open_db(dir, SLED_CACHE_BYTES)?;
     let has_meta = db
         .tree_names()
         .iter()
@@ -43,6 +82,23 @@ pub fn read_offline(dir: &Path) -> Result<(StoreMeta, PersistentState), Error> {
     let meta = trees
         .read_meta()?
         .ok_or_else(|| not_a_store(format!("no uid/cluster_id in `{TREE_META}`")))?;
-    let state = trees.load_state(&dir.join(CHECKPOINT_DIR))?.state;
-    Ok((meta, state))
+    let (segments, decided_upto) = locate(&trees, &dir.join(SEGMENT_DIR))?;
+    let log = Arc::new(LogShared::new(
+        trees.decided.clone(),
+        segments,
+        decided_upto,
+    ));
+    Ok(OfflineStore {
+        meta,
+        trees,
+        log,
+        decided_upto,
+    })
+}
+
+/// [`open_offline`] and [`OfflineStore::load`]: the store's identity and what a restart
+/// would load (small: not the log).
+pub fn read_offline(dir: &Path) -> Result<(StoreMeta, PersistentState), Error> {
+    let store = open_offline(dir)?;
+    Ok((store.meta, store.load()?))
 }

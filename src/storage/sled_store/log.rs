@@ -1,0 +1,330 @@
+//! Reading the applied log: [`SledLog`], a cheap cloneable `Send + Sync` handle that
+//! reads slots from the segments below the sled tail and from the sled `decided` tree
+//! above it, while the flusher thread persists and the segment writer moves slots from
+//! sled into segments.
+//!
+//! Consistency: a reader sees only slots below `durable_upto`, which `persist` raises
+//! after its sync returned. The segment writer registers a sealed segment in the index
+//! ([`LogShared::register`]) *before* it deletes the segment's slots from sled, so a slot
+//! a reader misses in sled is found in the index when it looks again.
+//!
+//! Memory: the index holds one small record per segment (the parsed footer, about 28
+//! bytes a block, once a segment is read); decoded blocks are kept in an LRU of at most
+//! [`BLOCK_CACHE_BYTES`] raw bytes, so a catch-up or dump that reads a block in several
+//! chunks decodes it once.
+
+use super::codec::{decode, slot_name};
+use super::segment::{read_block, read_footer, Footer, SegmentName};
+use super::{sled_error, TREE_DECIDED};
+use crate::core::{LogEntry, Slot, Value};
+use crate::storage::LogRead;
+use crate::Error;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+/// Bound of the decoded-block cache (approximate: raw bytes of the cached blocks).
+pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A segment in the index; its footer is read on first use.
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub name: SegmentName,
+    footer: OnceLock<Arc<Footer>>,
+}
+
+impl Segment {
+    pub fn new(name: SegmentName) -> Segment {
+        Segment {
+            name,
+            footer: OnceLock::new(),
+        }
+    }
+
+    fn footer(&self) -> Result<Arc<Footer>, Error> {
+        if let Some(f) = self.footer.get() {
+            return Ok(f.clone());
+        }
+        let footer = Arc::new(read_footer(&self.name)?);
+        Ok(self.footer.get_or_init(|| footer).clone())
+    }
+}
+
+type BlockKey = (Slot, usize);
+
+#[derive(Default)]
+struct BlockCache {
+    blocks: VecDeque<(BlockKey, Arc<Vec<LogEntry>>, usize)>,
+    bytes: usize,
+}
+
+impl BlockCache {
+    fn get(&mut self, key: BlockKey) -> Option<Arc<Vec<LogEntry>>> {
+        let at = self.blocks.iter().position(|(k, _, _)| *k == key)?;
+        let hit = self.blocks.remove(at)?;
+        let block = hit.1.clone();
+        self.blocks.push_back(hit);
+        Some(block)
+    }
+
+    fn put(&mut self, key: BlockKey, block: Arc<Vec<LogEntry>>) {
+        let size: usize = block.iter().map(|e| e.body.len() + 48).sum();
+        if size > BLOCK_CACHE_BYTES / 2 {
+            return;
+        }
+        self.bytes += size;
+        self.blocks.push_back((key, block, size));
+        while self.bytes > BLOCK_CACHE_BYTES {
+            let Some((_, _, size)) = self.blocks.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+}
+
+/// What the store, its segment writer and every reader share.
+pub(super) struct LogShared {
+    decided: sled::Tree,
+    /// Every slot below this is applied and durable (raised after each `persist`).
+    durable_upto: AtomicU64,
+    /// The segment chain from slot 0, in slot order.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    cache: Mutex<BlockCache>,
+}
+
+impl LogShared {
+    pub fn new(decided: sled::Tree, segments: Vec<SegmentName>, durable_upto: Slot) -> Self {
+        LogShared {
+            decided,
+            durable_upto: AtomicU64::new(durable_upto),
+            segments: RwLock::new(
+                segments
+                    .into_iter()
+                    .map(|s| Arc::new(Segment::new(s)))
+                    .collect(),
+            ),
+            cache: Mutex::new(BlockCache::default()),
+        }
+    }
+
+    pub fn durable_upto(&self) -> Slot {
+        self.durable_upto.load(Ordering::Acquire)
+    }
+
+    pub fn set_durable_upto(&self, upto: Slot) {
+        self.durable_upto.store(upto, Ordering::Release);
+    }
+
+    /// The end of the segment chain: every slot below it is in a segment.
+    pub fn segments_end(&self) -> Slot {
+        self.read_segments().last().map_or(0, |s| s.name.end)
+    }
+
+    fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a sealed, durable segment at the end of the chain (before its slots leave
+    /// sled: see the module doc).
+    pub fn register(&self, name: SegmentName) {
+        let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
+        debug_assert_eq!(segments.last().map_or(0, |s| s.name.end), name.first);
+        segments.push(Arc::new(Segment::new(name)));
+    }
+
+    fn segment_of(&self, slot: Slot) -> Option<Arc<Segment>> {
+        let segments = self.read_segments();
+        let i = segments.partition_point(|s| s.name.end <= slot);
+        segments.get(i).filter(|s| s.name.first <= slot).cloned()
+    }
+
+    fn block(
+        &self,
+        segment: &Segment,
+        file: &File,
+        footer: &Footer,
+        i: usize,
+    ) -> Result<Arc<Vec<LogEntry>>, Error> {
+        let key = (segment.name.first, i);
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(hit);
+        }
+        let block = Arc::new(read_block(file, &segment.name, footer, i)?);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, block.clone());
+        Ok(block)
+    }
+
+    /// Reads from `segment` into `page` from `*next` on, up to the segment's end or until
+    /// `page` is full.
+    fn read_segment(
+        &self,
+        segment: &Segment,
+        next: &mut Slot,
+        upto: Slot,
+        page: &mut Page,
+    ) -> Result<(), Error> {
+        let footer = segment.footer()?;
+        let file = File::open(&segment.name.path)
+            .map_err(|e| Error::io(format!("opening {}", segment.name.path.display()), e))?;
+        let mut i = footer.block_of(*next);
+        while *next < segment.name.end.min(upto) && !page.full() {
+            let block = self.block(segment, &file, &footer, i)?;
+            let first = footer.blocks[i].first;
+            for entry in block.iter().skip((*next - first) as usize) {
+                if *next >= upto || !page.push(entry.clone()) {
+                    return Ok(());
+                }
+                *next += 1;
+            }
+            i += 1;
+            if i >= footer.blocks.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads from the sled tail into `page` from `*next` on while slots are contiguous.
+    fn read_sled(&self, next: &mut Slot, upto: Slot, page: &mut Page) -> Result<(), Error> {
+        for item in self.decided.range(next.to_be_bytes()..upto.to_be_bytes()) {
+            let (key, bytes) = item.map_err(|e| sled_error("reading tree `decided`", e))?;
+            if key.as_ref() != next.to_be_bytes() {
+                return Ok(()); // moved to a segment meanwhile: the caller looks again
+            }
+            let (dup, value): (bool, Value) = decode(TREE_DECIDED, &slot_name(*next), &bytes)?;
+            if !page.push(LogEntry::from_decided(*next, &value, !dup)) {
+                return Ok(());
+            }
+            *next += 1;
+        }
+        Ok(())
+    }
+
+    pub fn read(
+        &self,
+        from_slot: Slot,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<LogEntry>, Error> {
+        let upto = self.durable_upto();
+        let mut page = Page::new(entries_max, bytes_max);
+        let mut next = from_slot;
+        while next < upto && !page.full() {
+            let before = next;
+            match self.segment_of(next) {
+                Some(segment) => {
+                    self.read_segment(&segment, &mut next, upto, &mut page)?;
+                    if next == before {
+                        break; // full (a block always holds its slots)
+                    }
+                }
+                None => {
+                    self.read_sled(&mut next, upto, &mut page)?;
+                    if next == before && !page.full() && self.segment_of(next).is_none() {
+                        return Err(Error::Corrupt {
+                            tree: TREE_DECIDED.to_string(),
+                            key: slot_name(next),
+                            reason: format!(
+                                "applied slot (below {upto}) is neither in sled nor in a segment"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(page.entries)
+    }
+}
+
+/// A page of entries under the bounds of [`LogRead::read_log`].
+struct Page {
+    entries: Vec<LogEntry>,
+    bytes: usize,
+    entries_max: usize,
+    bytes_max: usize,
+    /// An entry did not fit.
+    stopped: bool,
+}
+
+impl Page {
+    fn new(entries_max: usize, bytes_max: usize) -> Page {
+        Page {
+            entries: Vec::with_capacity(entries_max.min(4096)),
+            bytes: 0,
+            entries_max,
+            bytes_max,
+            stopped: false,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.stopped || self.entries.len() >= self.entries_max
+    }
+
+    /// Adds `entry` if it fits (the first always does); `false` once the page is full.
+    fn push(&mut self, entry: LogEntry) -> bool {
+        if self.full() {
+            return false;
+        }
+        let size = match &entry.id {
+            Some(_) if entry.kind != crate::core::LogEntryKind::Noop => 24 + entry.body.len(),
+            _ => 1,
+        };
+        if !self.entries.is_empty() && self.bytes.saturating_add(size) > self.bytes_max {
+            self.stopped = true;
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        self.entries.push(entry);
+        true
+    }
+}
+
+/// A reader of a store's applied log: cheap to clone, `Send + Sync`, valid while the
+/// store persists and seals segments (and after it is dropped, for what was durable).
+#[derive(Clone)]
+pub struct SledLog {
+    pub(super) shared: Arc<LogShared>,
+}
+
+impl std::fmt::Debug for SledLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledLog")
+            .field("durable_upto", &self.shared.durable_upto())
+            .field("segments_end", &self.shared.segments_end())
+            .finish()
+    }
+}
+
+impl SledLog {
+    /// Every slot below this is applied and durable.
+    pub fn decided_upto(&self) -> Slot {
+        self.shared.durable_upto()
+    }
+
+    /// Every slot below this is in a segment (the rest of the log is in the sled tail).
+    pub fn segments_end(&self) -> Slot {
+        self.shared.segments_end()
+    }
+}
+
+impl LogRead for SledLog {
+    fn read_log(
+        &self,
+        from_slot: Slot,
+        entries_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<LogEntry>, Error> {
+        self.shared.read(from_slot, entries_max, bytes_max)
+    }
+}
