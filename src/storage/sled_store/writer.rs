@@ -234,12 +234,23 @@ fn seal(
     Ok(path)
 }
 
-/// Deletes slots `first..end` from a slot tree (one atomic batch).
+/// Slots deleted from sled per batch once sealed (smaller batches keep sled's memory
+/// down: one batch of a whole segment's deletions grew the process by ~150 MiB).
+const REMOVE_BATCH_SLOTS: u64 = 1024;
+
+/// Deletes slots `first..end` from a slot tree, in batches of [`REMOVE_BATCH_SLOTS`] (a
+/// crash between them leaves slots that the next open removes).
 pub(super) fn remove_range(tree: &sled::Tree, first: Slot, end: Slot) -> Result<(), Error> {
-    let mut batch = sled::Batch::default();
-    for slot in first..end {
-        batch.remove(&slot.to_be_bytes());
+    let mut from = first;
+    while from < end {
+        let to = end.min(from + REMOVE_BATCH_SLOTS);
+        let mut batch = sled::Batch::default();
+        for slot in from..to {
+            batch.remove(&slot.to_be_bytes());
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| sled_error("removing slots from sled", e))?;
+        from = to;
     }
-    tree.apply_batch(batch)
-        .map_err(|e| sled_error("removing slots from sled", e))
+    Ok(())
 }
