@@ -81,7 +81,9 @@
 //!   and never more than `slot_lookahead_max` slots above it (out-of-bounds Accepts are
 //!   refused).
 //! - Decided entries not yet in the store: applied slots whose Decided records are not
-//!   durable yet (`stored_upto..decided_upto`, one flush's worth) and decided slots
+//!   durable yet (`stored_upto..decided_upto`: one flush's worth, and catch-up stops
+//!   asking for more past 4 chunks of them, so a laggard fetches at its disk's pace)
+//!   and decided slots
 //!   above a hole (bounded like accepted entries). A slot leaves the core as soon as
 //!   the `Ready` holding its Decided record is reported durable (`Input::Persisted`).
 //!   Applied slots below `stored_upto` are read back from the store by the driver:

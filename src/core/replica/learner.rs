@@ -20,6 +20,10 @@ pub(super) struct CatchUpProgress {
     pub(super) sent_ms: u64,
 }
 
+/// Catch-up chunks a replica may have applied but not yet stored before it waits for
+/// its disk (the bound on what catch-up makes the core hold).
+pub(super) const CATCH_UP_CHUNKS_UNSTORED: usize = 4;
+
 /// Most ranges of decided slots above the prefix carried by one Accept or Heartbeat.
 pub(super) const DECIDED_RANGES_MAX: usize = 64;
 
@@ -166,6 +170,12 @@ impl Replica {
         }
     }
 
+    /// Most applied slots held while their Decided records are not durable before
+    /// catch-up waits for the disk: a few chunks' worth.
+    pub(super) fn unstored_max(&self) -> u64 {
+        (CATCH_UP_CHUNKS_UNSTORED * self.config.chunk_entries_max) as u64
+    }
+
     /// The Decided records of every `Ready` up to `durable_seq` are durable: the store
     /// serves those slots from now on, and the core drops them.
     pub(super) fn forget_stored(&mut self) {
@@ -181,6 +191,7 @@ impl Replica {
             self.stored_upto = stored;
             self.decided = self.decided.split_off(&stored);
             self.dups_unstored = self.dups_unstored.split_off(&stored);
+            self.maybe_catch_up();
         }
     }
 
@@ -203,6 +214,11 @@ impl Replica {
     /// the most advanced peer for the next chunk.
     pub(super) fn maybe_catch_up(&mut self) {
         if self.catch_up.is_some() {
+            return;
+        }
+        // Backpressure: a laggard fetches no faster than its disk stores what it learned
+        // (the core holds applied slots until their Decided records are durable).
+        if self.decided_upto - self.stored_upto > self.unstored_max() {
             return;
         }
         // A leader fetches only what lies below its own proposals.
