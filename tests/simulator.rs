@@ -85,6 +85,8 @@ struct Scenario {
     sessions_max: usize,
     /// Applied slots between session checkpoints.
     sessions_checkpoint_slots: u64,
+    /// How far above its prefix an acceptor accepts (small: laggards decline to vote).
+    accept_window_slots: u64,
 }
 
 impl Scenario {
@@ -125,6 +127,7 @@ impl Scenario {
                 SESSIONS_MAX
             },
             sessions_checkpoint_slots: rng.range(1, 20),
+            accept_window_slots: rng.range(8, 64),
         }
     }
 }
@@ -337,6 +340,7 @@ impl Sim {
         config.inflight_slots_max = 16;
         config.sessions_max = self.sc.sessions_max;
         config.sessions_checkpoint_slots = self.sc.sessions_checkpoint_slots;
+        config.accept_window_slots = self.sc.accept_window_slots;
         if uid == 0 {
             config.skip_slots = self.sc.skip_slots.iter().copied().collect();
         }
@@ -979,23 +983,29 @@ impl Sim {
                         // Allowed only if the client's session can have expired in between:
                         // after one of its Msgs, at least `sessions_max` other clients
                         // applied before its next one (LRU eviction).
+                        // A model of the client's session over the window: set by each of
+                        // its Msgs, gone once `sessions_max` other clients applied after
+                        // its last one (LRU eviction). The copy may apply only if the
+                        // session is gone or holds a lower seq.
                         let window = &log[first as usize..entry.slot as usize];
-                        let mut expired = false;
+                        let mut session = Some(id.seq);
                         let mut others: HashSet<u64> = HashSet::new();
                         for e in window.iter().skip(1) {
-                            let Some(c) = e.id.map(|i| i.client_id) else {
-                                continue;
-                            };
+                            let Some(i) = e.id else { continue };
                             if e.kind != LogEntryKind::Msg {
                                 continue;
                             }
-                            if c == id.client_id {
+                            if i.client_id == id.client_id {
                                 others.clear();
+                                session = Some(i.seq);
                             } else {
-                                others.insert(c);
+                                others.insert(i.client_id);
+                                if others.len() >= self.sc.sessions_max {
+                                    session = None;
+                                }
                             }
-                            expired |= others.len() >= self.sc.sessions_max;
                         }
+                        let expired = session.is_none_or(|seq| seq < id.seq);
                         if !expired {
                             return Err(format!(
                                 "exactly-once: replica {uid} applied {id} at slots {first} and {} with its session live",
@@ -1030,6 +1040,17 @@ impl Sim {
                     "replica {uid}'s log differs from replica {first_uid}'s"
                 ));
             }
+        }
+        // The dup verdicts are the session rule applied to the chosen values (the same
+        // on every replica is not enough: a request wrongly marked dup everywhere would
+        // be lost).
+        let chosen: std::collections::BTreeMap<Slot, Value> = reference
+            .iter()
+            .filter_map(|e| self.chosen.get(&e.slot).map(|v| (e.slot, v.clone())))
+            .collect();
+        let expected = paxos::core::applied::applied_log(&chosen, self.sc.sessions_max);
+        if expected != reference {
+            return Err("exactly-once: the applied log's dup verdicts differ from the session rule over the chosen values".into());
         }
         for (id, slot) in &self.acked {
             match reference.get(*slot as usize) {

@@ -76,13 +76,13 @@
 //!
 //! # What the core holds (memory)
 //! Only what the protocol needs; the chat log itself lives in the store.
-//! - The promise, and the accepted entries of undecided slots: at most the leader's
-//!   window (`inflight_slots_max`, 8192) above the decided prefix in normal operation,
-//!   and never more than `slot_lookahead_max` slots above it (out-of-bounds Accepts are
-//!   refused).
+//! - The promise, and the accepted entries of undecided slots: an acceptor accepts
+//!   nothing `accept_window_slots` (65,536) or more above its own decided prefix, so a
+//!   laggard catches up before it votes again (as a Raft follower cannot append past a
+//!   gap); Accepts naming slots `slot_lookahead_max` above it are refused as hostile.
 //! - Decided entries not yet in the store: applied slots whose Decided records are not
 //!   durable yet (`stored_upto..decided_upto`: one flush's worth, and catch-up stops
-//!   asking for more past 4 chunks of them, so a laggard fetches at its disk's pace)
+//!   asking for more past 16 chunks of them, so a laggard fetches at its disk's pace)
 //!   and decided slots
 //!   above a hole (bounded like accepted entries). A slot leaves the core as soon as
 //!   the `Ready` holding its Decided record is reported durable (`Input::Persisted`).

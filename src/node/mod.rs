@@ -284,6 +284,9 @@ impl Node {
             next_client_ref: 1,
             reads: Reads::new(log.clone()),
             log,
+            catch_up_reading: (0..config.replicas())
+                .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
+                .collect(),
             last_sweep: Instant::now(),
             draining_until: None,
             sent_seq: 0,
@@ -397,6 +400,8 @@ struct Driver {
     /// The store's applied log: client reads, catch-up and phase-1 chunks of slots the
     /// core no longer holds.
     log: reads::SharedLog,
+    /// Per peer uid: a catch-up answer is being read from the store.
+    catch_up_reading: Vec<Arc<std::sync::atomic::AtomicBool>>,
     last_status: ReplicaStatus,
     last_sweep: Instant,
     /// Shutting down: the hand-off runs until then at the latest.
@@ -506,11 +511,20 @@ impl Driver {
                 }
             }
             LogAnswer::CatchUp { .. } => {
+                // One store read in flight per peer: a peer flooding CatchUpRequests gets
+                // the rest dropped (an honest one asks again after its timeout).
+                let Some(reading) = self.catch_up_reading.get(send.to as usize).cloned() else {
+                    return;
+                };
+                if reading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    return;
+                }
                 let (log, links) = (self.log.clone(), self.links.clone());
                 tokio::task::spawn_blocking(move || {
                     if let Some((msg, _)) = read(&log, &send) {
                         links.send(send.to, msg);
                     }
+                    reading.store(false, std::sync::atomic::Ordering::Release);
                 });
             }
         }

@@ -131,7 +131,19 @@ impl Replica {
         if !self.hear_leader(from, ballot) {
             return;
         }
-        for (slot, value) in (first_slot..).zip(values) {
+        // A laggard accepts nothing far above its own prefix (Raft's followers cannot
+        // append past a gap either): it would hold those entries in memory for as long as
+        // its catch-up takes. It votes again once caught up to within the window; the
+        // leader's majority meanwhile comes from the others. Declining is always safe.
+        let window_end = self
+            .decided_upto
+            .saturating_add(self.config.accept_window_slots);
+        let count = count.min(window_end.saturating_sub(first_slot));
+        if count == 0 {
+            self.learn_commit(from, ballot, leader_decided_upto, decided_above);
+            return;
+        }
+        for (slot, value) in (first_slot..).zip(values).take(count as usize) {
             if self.is_decided(slot) {
                 continue;
             }

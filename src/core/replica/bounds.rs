@@ -33,12 +33,7 @@ impl Replica {
                 ..
             } => (
                 Some(*ballot),
-                entries
-                    .last()
-                    .map(|e| e.slot)
-                    .into_iter()
-                    .chain(*next_slot)
-                    .collect(),
+                entries.iter().map(|e| e.slot).chain(*next_slot).collect(),
             ),
             PeerMessage::Reject {
                 ballot, promised, ..

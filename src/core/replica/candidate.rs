@@ -140,6 +140,14 @@ impl Replica {
         for (slot, value) in decided {
             self.decide(slot, value);
         }
+        // Slots below our own prefix are decided: we need no reports of them, whoever
+        // taught us (other promisers, catch-up), so the next chunk starts past them.
+        let ask_next = ask_next.map(|next| next.max(self.decided_upto));
+        if let (Some(next), RoleState::Candidate(campaign)) = (ask_next, &mut self.role) {
+            if let Some(progress) = campaign.progress[from as usize].as_mut() {
+                progress.from_slot = next;
+            }
+        }
         match ask_next {
             Some(from_slot) => self.send(from, PeerMessage::Prepare { ballot, from_slot }),
             None => self.maybe_win_campaign(),

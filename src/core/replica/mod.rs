@@ -57,6 +57,9 @@ pub struct ReplicaConfig {
     pub chunk_entries_max: usize,
     /// Largest chat message body accepted from a client.
     pub body_bytes_max: usize,
+    /// An acceptor accepts no slot this far or more above its own decided prefix (a
+    /// laggard catches up first instead of holding what it cannot apply yet).
+    pub accept_window_slots: u64,
     /// Most client requests queued at the leader beyond the pipeline window.
     pub queue_max: usize,
     /// A peer message naming a slot this far or more above our decided prefix is refused
@@ -85,6 +88,7 @@ impl ReplicaConfig {
             batch_values_max: 1024,
             batch_bytes_max: 1024 * 1024,
             inflight_slots_max: 8192,
+            accept_window_slots: 65_536,
             chunk_entries_max: 1024,
             body_bytes_max: 64 * 1024,
             queue_max: 100_000,
