@@ -29,8 +29,8 @@ pub struct PersistentState {
     /// `decided_upto`.
     pub sessions_upto: Slot,
     /// The applied entries of slots `sessions_upto..decided_upto`, in order: the core
-    /// replays them into the session table (only slot, kind and id are used; a store
-    /// may leave bodies out).
+    /// replays them into the session table (only slot, kind and id are used; stores
+    /// leave bodies out, so a restart never holds up to 65,536 message bodies).
     pub tail: Vec<LogEntry>,
 }
 
