@@ -82,7 +82,7 @@
 //!   gap); Accepts naming slots `slot_lookahead_max` above it are refused as hostile.
 //! - Decided entries not yet in the store: applied slots whose Decided records are not
 //!   durable yet (`stored_upto..decided_upto`: one flush's worth, and catch-up stops
-//!   asking for more past 16 chunks of them, so a laggard fetches at its disk's pace)
+//!   asking for more past 32 chunks of them (at most 32 MiB of values), so a laggard fetches at its disk's pace)
 //!   and decided slots
 //!   above a hole (bounded like accepted entries). A slot leaves the core as soon as
 //!   the `Ready` holding its Decided record is reported durable (`Input::Persisted`).

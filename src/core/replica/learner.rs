@@ -22,7 +22,7 @@ pub(super) struct CatchUpProgress {
 
 /// Catch-up chunks a replica may have applied but not yet stored before it waits for
 /// its disk (the bound on what catch-up makes the core hold).
-pub(super) const CATCH_UP_CHUNKS_UNSTORED: usize = 16;
+pub(super) const CATCH_UP_CHUNKS_UNSTORED: usize = 32;
 
 /// Most ranges of decided slots above the prefix carried by one Accept or Heartbeat.
 pub(super) const DECIDED_RANGES_MAX: usize = 64;
