@@ -278,9 +278,16 @@ fn verify(
             "trial {trial}: {at}"
         );
     }
+    // The tail is for the session replay: loaded without bodies.
+    let expected_tail: Vec<LogEntry> = log[at as usize..]
+        .iter()
+        .map(|e| LogEntry {
+            body: String::new(),
+            ..e.clone()
+        })
+        .collect();
     assert_eq!(
-        state.tail.as_slice(),
-        &log[at as usize..],
+        state.tail, expected_tail,
         "trial {trial}: tail after the checkpoint"
     );
     if let Some(p) = state.promised {
