@@ -645,17 +645,7 @@ impl Sim {
                         self.chosen_dup.insert(*slot, *dup);
                     }
                 }
-                match self.chosen.get(slot) {
-                    Some(v) if v != value => {
-                        return Err(format!(
-                            "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.chosen.insert(*slot, value.clone());
-                    }
-                }
+                self.agree(uid, *slot, value)?;
             }
         }
         Ok(())
@@ -1065,6 +1055,20 @@ impl Sim {
         Ok(())
     }
 
+    /// Agreement: `slot` decided as `value` at `uid` matches every other decision of it.
+    fn agree(&mut self, uid: Uid, slot: Slot, value: &Value) -> Result<(), Failure> {
+        match self.chosen.get(&slot) {
+            Some(v) if v != value => Err(format!(
+                "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.chosen.insert(slot, value.clone());
+                Ok(())
+            }
+        }
+    }
+
     /// A replica's whole applied log, as a reader sees it: from its store below the
     /// core's `stored_upto`, from the core above.
     fn applied_log(&self, uid: Uid) -> Vec<LogEntry> {
@@ -1085,6 +1089,7 @@ impl Sim {
         let Some(r) = &self.nodes[uid as usize].replica else {
             return Ok(());
         };
+        let mut decided = Vec::new();
         for (slot, value) in r.decided() {
             if *slot < r.stored_upto() {
                 return Err(format!(
@@ -1092,22 +1097,16 @@ impl Sim {
                     r.stored_upto()
                 ));
             }
-            match self.chosen.get(slot) {
-                Some(v) if v != value => {
-                    return Err(format!(
-                        "agreement: slot {slot} decided as {v:?} elsewhere and {value:?} at replica {uid}"
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    self.chosen.insert(*slot, value.clone());
-                }
-            }
+            decided.push((*slot, value.clone()));
         }
-        if r.stored_upto() > self.nodes[uid as usize].storage.decided_upto() {
+        let stored_upto = r.stored_upto();
+        for (slot, value) in &decided {
+            self.agree(uid, *slot, value)?;
+        }
+        if stored_upto > self.nodes[uid as usize].storage.decided_upto() {
             return Err(format!(
                 "replica {uid} believes slots below {} stored, its store ends at {}",
-                r.stored_upto(),
+                stored_upto,
                 self.nodes[uid as usize].storage.decided_upto()
             ));
         }
