@@ -279,24 +279,35 @@ async fn follower_down_during_300_commits_catches_up() {
     assert_acked_once(&log, &acked);
 }
 
+/// A fresh cluster: every fresh store registers with a majority of the others before it
+/// votes (lost-disk safety, DESIGN "Lost disk"), so a brand-new 3-replica cluster serves
+/// once all three have started, in any order; after that two of three serve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_in_reverse_order_form_a_cluster() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start(2, &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.start(1, &[]);
-    // Two of three are up: a majority elects a leader and serves.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two fresh stores cannot tell a fresh cluster from a lost disk: nobody leads yet.
+    for uid in [1, 2] {
+        let status = cluster.status(uid).await.expect("status");
+        assert_ne!(status.status.role, paxos::core::Role::Leader, "{status:?}");
+        assert_eq!(status.status.standing, paxos::core::Standing::Unregistered);
+    }
+    cluster.start(0, &[]);
     let mut client = TestClient::new(&cluster, 1);
     let first = client
-        .submit("with two of three", SUBMIT_WITHIN)
-        .await
-        .expect("commit");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    cluster.start(0, &[]);
-    let second = client
         .submit("with all three", SUBMIT_WITHIN)
         .await
         .expect("commit");
+    // Registered: two of three serve from now on.
+    cluster.kill9(0);
+    let second = client
+        .submit("with two of three", SUBMIT_WITHIN)
+        .await
+        .expect("commit");
+    cluster.start(0, &[]);
     let log = cluster
         .converged_log(&all_uids(&cluster), 2, CONVERGE_WITHIN)
         .await;

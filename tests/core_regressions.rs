@@ -181,3 +181,96 @@ fn stale_last_chunk_after_candidate_restart() {
     assert_ne!(net.r(1).status().role, Role::Leader);
     assert_agreement(&net);
 }
+
+/// Lost disk (a), issue 13: uid 0 leads (0,0) and gets m1 chosen in slot 0 by {0, 1};
+/// its disk is wiped and it restarts before the followers time out. On main it led
+/// (0,0) again from slot 0 and got m2 chosen there. Now its fresh store registers, a
+/// registrar remembers the old store, and it rebuilds instead of leading.
+#[test]
+fn wiped_uid0_does_not_lead_ballot_zero_again() {
+    let mut net = Net::new(3);
+    assert!(net.r(0).is_leader());
+    net.submit(0, 1);
+    net.deliver(|f, t, m| f == 0 && t == 1 && matches!(m, PeerMessage::Accept { .. }));
+    net.deliver(|f, t, m| f == 1 && t == 0 && matches!(m, PeerMessage::Accepted { .. }));
+    net.drop_all();
+    assert_eq!(net.r(0).decided_upto(), 1, "m1 chosen and acked");
+    // The disk is lost: kill, wipe, restart at once.
+    net.crash(0);
+    net.stores[0] = paxos::storage::MemStorage::default();
+    net.now = 50;
+    net.start(0);
+    assert!(
+        !net.r(0).is_leader(),
+        "a fresh store waits for its registration"
+    );
+    assert_eq!(net.r(0).standing(), Standing::Unregistered);
+    net.register_all();
+    assert_eq!(net.r(0).standing(), Standing::Rebuilding);
+    assert!(!net.r(0).is_leader());
+    // Its clients are sent elsewhere, and nothing new is chosen in slot 0.
+    net.submit(0, 2);
+    net.deliver(|_, _, _| true);
+    assert!(net
+        .replies
+        .iter()
+        .any(|(u, _, r)| *u == 0 && matches!(r, SubmitReply::NotLeader { id, .. } if id.seq == 2)));
+    assert_agreement(&net);
+    // The followers time out and elect among themselves; 0 rebuilds and rejoins.
+    for t in (100..=3000).step_by(50) {
+        for u in 0..3 {
+            net.tick(u, t);
+        }
+        net.deliver(|_, _, _| true);
+    }
+    assert_eq!(net.r(0).standing(), Standing::Voter, "rebuilt and fenced");
+    assert_eq!(net.stores[0].log[0].value(), msg(1), "m1 still in slot 0");
+    assert_agreement(&net);
+}
+
+/// Lost disk (b), issue 13: m1 is chosen in slot 0 by {0, 1} and acked; follower 1 loses
+/// its disk and comes back; the leader dies. On main 1 and 2 then chose m2 in m1's
+/// slot. Now 1 rebuilds and votes for nothing until fenced, so 1 and 2 cannot elect
+/// without 0: the acknowledged m1 stays; once 0 is back, all three agree on it.
+#[test]
+fn wiped_follower_of_the_acked_majority_cannot_lose_the_ack() {
+    let mut net = Net::new(3);
+    net.submit(0, 1);
+    net.deliver(|f, t, m| f == 0 && t == 1 && matches!(m, PeerMessage::Accept { .. }));
+    net.deliver(|f, t, m| f == 1 && t == 0 && matches!(m, PeerMessage::Accepted { .. }));
+    net.drop_all();
+    assert_eq!(net.r(0).decided_upto(), 1, "m1 chosen and acked");
+    net.crash(1);
+    net.stores[1] = paxos::storage::MemStorage::default();
+    net.crash(0);
+    net.now = 50;
+    net.start(1);
+    // 1 and 2 alone for a long while: 1 registers with 2 only (0 is down), so it cannot
+    // even finish registering; 2 cannot get a majority of promises.
+    for t in (100..=3000).step_by(50) {
+        net.tick(1, t);
+        net.tick(2, t);
+        net.deliver(|_, _, _| true);
+        net.drop_where(|_, to, _| to == 0);
+    }
+    assert!(!net.r(1).is_leader() && !net.r(2).is_leader());
+    assert!(net.r(2).decided().get(&0).is_none_or(|v| *v == msg(1)));
+    assert_agreement(&net);
+    // 0 is back: 1 finds its old store remembered, rebuilds, and everyone has m1.
+    net.start(0);
+    for t in (3050..=8000).step_by(50) {
+        for u in 0..3 {
+            net.tick(u, t);
+        }
+        net.deliver(|_, _, _| true);
+    }
+    assert_eq!(net.r(1).standing(), Standing::Voter);
+    for u in 0..3 {
+        assert_eq!(
+            net.stores[u].log.first().map(|e| e.value()),
+            Some(msg(1)),
+            "replica {u}"
+        );
+    }
+    assert_agreement(&net);
+}

@@ -17,7 +17,7 @@ fn config(uid: u32) -> ReplicaConfig {
 
 /// A replica on a fresh store whose first Ready (marking the store) is durable.
 fn fresh(uid: u32) -> Replica {
-    let mut r = Replica::new(config(uid), PersistentState::default(), 0);
+    let mut r = Replica::new(config(uid), support::core_net::registered_state(), 0);
     let first = r.take_ready();
     assert_eq!(first.records, vec![Record::Promise(Ballot::ZERO)]);
     r.step(Input::Persisted { seq: first.seq });
@@ -207,6 +207,7 @@ fn acceptor_rejects_accept_below_its_promise() {
         msg: PeerMessage::Prepare {
             ballot: Ballot::new(3, 2),
             from_slot: 0,
+            stores: support::core_net::stores3(),
         },
     });
     let ready = r.take_ready();
@@ -260,6 +261,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
         msg: PeerMessage::Prepare {
             ballot: Ballot::new(5, 1),
             from_slot: 0,
+            stores: support::core_net::stores3(),
         },
     });
     let ready = r.take_ready();
@@ -283,6 +285,7 @@ fn sticky_acceptor_refuses_a_candidate_while_the_leader_is_alive() {
         msg: PeerMessage::Prepare {
             ballot: Ballot::new(5, 1),
             from_slot: 0,
+            stores: support::core_net::stores3(),
         },
     });
     let ready = r.take_ready();
@@ -324,6 +327,7 @@ fn new_leader_reproposes_highest_ballot_value_and_fills_holes_with_noops() {
         from: 2,
         msg: PeerMessage::Promise {
             ballot,
+            stores: support::core_net::stores3(),
             from_slot: 0,
             decided_upto: 0,
             entries: vec![
@@ -363,6 +367,7 @@ fn chunked_promises_are_fetched_until_the_last_chunk() {
         from: 2,
         msg: PeerMessage::Promise {
             ballot,
+            stores: support::core_net::stores3(),
             from_slot: 0,
             decided_upto: 0,
             entries: vec![PromiseEntry {
@@ -389,7 +394,7 @@ fn chunked_promises_are_fetched_until_the_last_chunk() {
 fn restarted_replica_comes_back_as_follower_and_never_resumes_its_ballot() {
     let mut state = PersistentState {
         promised: Some(Ballot::ZERO),
-        ..PersistentState::default()
+        ..support::core_net::registered_state()
     };
     state.accepted.insert(0, (Ballot::ZERO, msg(1)));
     let mut r = Replica::new(config(0), state, 0);
@@ -435,7 +440,7 @@ fn duplicate_submits_join_or_get_the_original_slot() {
 fn initial_leader_skips_slots_and_applying_marks_duplicates() {
     let mut cfg = config(0);
     cfg.skip_slots = [1, 2].into_iter().collect();
-    let mut r = Replica::new(cfg, PersistentState::default(), 0);
+    let mut r = Replica::new(cfg, support::core_net::registered_state(), 0);
     let _ = r.take_ready();
     submit(&mut r, 1, 1);
     submit(&mut r, 1, 2);
@@ -566,7 +571,7 @@ fn applied_slots_leave_the_core_once_durable_and_old_answers_come_from_the_store
 fn a_restart_rebuilds_sessions_from_the_checkpoint_and_the_tail() {
     let mut cfg = config(1);
     cfg.sessions_checkpoint_slots = 2;
-    let mut r = Replica::new(cfg.clone(), PersistentState::default(), 0);
+    let mut r = Replica::new(cfg.clone(), support::core_net::registered_state(), 0);
     let first = r.take_ready();
     persisted(&mut r, &first);
     r.step(Input::Peer {

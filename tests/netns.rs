@@ -280,7 +280,6 @@ fn lost_disk_options() -> BedOptions {
 /// not lead ballot (0,0) again from slot 0: m1 stays at its slot and no slot is decided
 /// twice.
 #[test]
-#[ignore = "needs lost-disk learner mode (issue 13): on main wiped uid 0 leads (0,0) again, acked m1 in slot 0 is replaced by m2"]
 fn lost_disk_leader_restarts_fresh() {
     let options = BedOptions {
         replicas: 3,
@@ -320,7 +319,6 @@ fn lost_disk_leader_restarts_fresh() {
 /// the leader dies. 1 and 2 must not elect each other and choose m2 in m1's slot: 1 may
 /// vote only once rebuilt, so m2 waits until 0 is back, and m1 is never lost.
 #[test]
-#[ignore = "needs lost-disk learner mode (issue 13): on main wiped 1 and 2 choose m2 in acked m1's slot (0 disagrees)"]
 fn lost_disk_follower_in_majority() {
     let Some(bed) = NetBed::new("lost_disk_follower_in_majority", lost_disk_options()) else {
         return;
@@ -592,7 +590,6 @@ fn nemesis_short_crashes_and_partitions() {
 /// Issue 13's nemesis in short form (60 s): adds one-way and partial partitions, one lost
 /// disk and the full linearizable-read check.
 #[test]
-#[ignore = "needs lost-disk safety (issue 13): its schedule wipes a disk; reads are linearizable and check-quorum is in since"]
 fn nemesis_short() {
     let secs = std::env::var("NEMESIS_SECS")
         .ok()

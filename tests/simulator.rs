@@ -18,7 +18,7 @@
 
 use paxos::core::{
     Ballot, Input, LogEntry, LogEntryKind, PeerMessage, Record, Replica, ReplicaConfig, RequestId,
-    Slot, SubmitReply, Uid, Value, SESSIONS_MAX,
+    Slot, Standing, SubmitReply, Uid, Value, SESSIONS_MAX,
 };
 use paxos::storage::{LogRead, MemStorage, Storage};
 use std::cmp::Reverse;
@@ -87,6 +87,11 @@ struct Scenario {
     sessions_checkpoint_slots: u64,
     /// How far above its prefix an acceptor accepts (small: laggards decline to vote).
     accept_window_slots: u64,
+    /// Chance per ms (while faulty) of a lost disk: a running replica is killed, its store
+    /// wiped, and it restarts on a fresh one. At most one store rebuilds at a time, and
+    /// only while every other store is a voter (a lost disk counts as a failure until it
+    /// is rebuilt).
+    wipe_per_ms: f64,
 }
 
 impl Scenario {
@@ -128,6 +133,11 @@ impl Scenario {
             },
             sessions_checkpoint_slots: rng.range(1, 20),
             accept_window_slots: rng.range(8, 64),
+            wipe_per_ms: if rng.chance(0.4) {
+                rng.range(1, 4) as f64 / 1000.0
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -174,6 +184,8 @@ struct Node {
     unflushed: Vec<Unflushed>,
     /// When the flush of `unflushed` completes.
     flush_at: Option<u64>,
+    /// The store this replica last lost (a wiped disk), for the durability check.
+    lost_storage: Option<MemStorage>,
 }
 
 struct Client {
@@ -219,6 +231,10 @@ struct Sim {
     reads_checked: u64,
     /// Replica starts so far (each start's incarnation is distinct).
     starts: u64,
+    /// Lost disks injected.
+    wipes: u64,
+    /// The permanent crashes of `permanent_down` happened.
+    permanent_done: bool,
 }
 
 type Failure = String;
@@ -252,6 +268,8 @@ impl Sim {
             next_read: 0,
             reads_checked: 0,
             starts: 0,
+            wipes: 0,
+            permanent_done: false,
         };
         for uid in 0..sim.sc.replicas {
             sim.nodes.push(Node {
@@ -261,6 +279,7 @@ impl Sim {
                 max_promised: None,
                 unflushed: Vec::new(),
                 flush_at: None,
+                lost_storage: None,
             });
             // Replicas start a little apart, in any order.
             sim.nodes[uid].down_until = sim.rng.below(50);
@@ -556,6 +575,13 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether every store (of running and crashed replicas alike) is a voter.
+    fn all_voters(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| matches!(n.storage.identity, Some((_, Standing::Voter))))
+    }
+
     fn can_crash(&self) -> bool {
         let down = self.nodes.iter().filter(|n| n.replica.is_none()).count();
         down < self.sc.replicas / 2
@@ -620,6 +646,7 @@ impl Sim {
                         ));
                     }
                 }
+                Record::Identity { .. } | Record::PeerStore { .. } => {}
             }
         }
         Ok(())
@@ -663,13 +690,16 @@ impl Sim {
             }
         }
         let value = &self.chosen[&slot];
+        let holds = |s: &MemStorage| {
+            s.log.get(slot as usize).map(|e| e.value()).as_ref() == Some(value)
+                || s.accepted.get(&slot).map(|(_, v)| v) == Some(value)
+        };
+        // A store lost since (a lost disk, one at a time) still counts: the value was
+        // durable on a majority when chosen; the lost disk is the failure we tolerate.
         let holders = self
             .nodes
             .iter()
-            .filter(|n| {
-                n.storage.log.get(slot as usize).map(|e| e.value()).as_ref() == Some(value)
-                    || n.storage.accepted.get(&slot).map(|(_, v)| v) == Some(value)
-            })
+            .filter(|n| holds(&n.storage) || n.lost_storage.as_ref().is_some_and(holds))
             .count();
         if holders < self.majority() {
             return Err(format!(
@@ -766,10 +796,14 @@ impl Sim {
                 self.log(|| "partition healed (faults over)".into());
             }
             self.cuts.clear();
-            if self.now == self.sc.faults_end_ms
+            // Like the permanent crashes below, once every store is a voter (a fresh
+            // cluster needs its replicas to hear each other once).
+            if self.now >= self.sc.faults_end_ms
                 && self.sc.deaf_leader
+                && self.deaf.is_none()
                 && self.sc.permanent_down == 0
                 && self.sc.skip_slots.is_empty()
+                && self.all_voters()
             {
                 let leader = (0..self.sc.replicas as Uid).find(|u| {
                     self.nodes[*u as usize]
@@ -782,7 +816,15 @@ impl Sim {
                     self.deaf = Some(leader);
                 }
             }
-            if self.now == self.sc.faults_end_ms && self.sc.permanent_down > 0 {
+            // A fresh cluster votes once every store registered (each needs a majority of
+            // the others), and a lost disk counts as a failure until rebuilt: the permanent
+            // crashes wait until every store is a voter.
+            if self.now >= self.sc.faults_end_ms
+                && self.sc.permanent_down > 0
+                && !self.permanent_done
+                && self.all_voters()
+            {
+                self.permanent_done = true;
                 let mut uids: Vec<Uid> = (0..self.sc.replicas as Uid).collect();
                 for _ in 0..self.sc.permanent_down {
                     let uid = uids.remove(self.rng.below(uids.len() as u64) as usize);
@@ -793,7 +835,8 @@ impl Sim {
                 }
             }
             // The seed's skipped-slot case: holes stay until the initial leader dies.
-            if self.now == self.sc.faults_end_ms && !self.sc.skip_slots.is_empty() {
+            // (Also when uid 0 registers and leads (0, 0) only after the faults.)
+            if self.now >= self.sc.faults_end_ms && !self.sc.skip_slots.is_empty() {
                 let leading_zero = self.nodes[0]
                     .replica
                     .as_ref()
@@ -824,6 +867,24 @@ impl Sim {
             let uid = self.rng.below(self.sc.replicas as u64) as Uid;
             if self.nodes[uid as usize].replica.is_some() {
                 self.crash(uid);
+            }
+        }
+        // A lost disk counts as a failure until rebuilt: not combined with the failures
+        // that last past the faults (a deaf leader, permanent crashes).
+        let wipes_allowed = !self.sc.deaf_leader && self.sc.permanent_down == 0;
+        if wipes_allowed
+            && self.rng.chance(self.sc.wipe_per_ms)
+            && self.can_crash()
+            && self.all_voters()
+        {
+            let uid = self.rng.below(self.sc.replicas as u64) as Uid;
+            if self.nodes[uid as usize].replica.is_some() {
+                self.log(|| format!("LOST DISK of replica {uid}"));
+                self.crash(uid);
+                let node = &mut self.nodes[uid as usize];
+                node.lost_storage = Some(std::mem::take(&mut node.storage));
+                node.max_promised = None;
+                self.wipes += 1;
             }
         }
         if self.partition.is_some() && self.now >= self.partition_until {
@@ -912,12 +973,24 @@ impl Sim {
             if self.now.is_multiple_of(250) {
                 self.check_logs()?;
             }
-            if !self.faulty() && self.all_done() && self.converged() {
+            if !self.faulty()
+                && self.all_done()
+                && self.converged()
+                && (self.wipes == 0 || self.all_voters())
+            {
                 break;
             }
             self.now += 1;
         }
         self.check_logs()?;
+        // A lost disk is rebuilt (registered, caught up, fenced) once the faults are over.
+        if self.wipes > 0 && !self.all_voters() {
+            let standings: Vec<_> = self.nodes.iter().map(|n| n.storage.identity).collect();
+            return Err(format!(
+                "rebuild liveness: stores not voters {}ms after faults healed: {standings:?}",
+                self.sc.deadline_ms - self.sc.faults_end_ms
+            ));
+        }
         if !self.all_done() {
             let stuck: Vec<_> = self
                 .clients
@@ -1125,7 +1198,7 @@ fn check_valid(submitted: &HashMap<RequestId, String>, value: &Value) -> Result<
 }
 
 /// Runs one seed; `Err` carries the reason and the scenario.
-fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64, u64), String> {
+fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64, u64, u64), String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut sim = Sim::new(seed, trace);
         let result = sim.run();
@@ -1135,11 +1208,12 @@ fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64, u64), String> {
             sim.steps,
             sim.now,
             sim.reads_checked,
+            sim.wipes,
         )
     }));
     match outcome {
-        Ok((Ok(()), _, steps, now, reads)) => Ok((steps, now, reads)),
-        Ok((Err(reason), sc, steps, now, _)) => Err(format!(
+        Ok((Ok(()), _, steps, now, reads, wipes)) => Ok((steps, now, reads, wipes)),
+        Ok((Err(reason), sc, steps, now, _, _)) => Err(format!(
             "{reason}\n  at {now}ms after {steps} steps; scenario {sc:?}"
         )),
         Err(panic) => {
@@ -1153,8 +1227,9 @@ fn run_seed(seed: u64, trace: bool) -> Result<(u64, u64, u64), String> {
     }
 }
 
-/// A seed and what running it gave: (steps, simulated ms) or the failure.
-type SeedOutcome = (u64, Result<(u64, u64, u64), String>);
+/// A seed and what running it gave: (steps, simulated ms, reads checked, lost disks) or
+/// the failure.
+type SeedOutcome = (u64, Result<(u64, u64, u64, u64), String>);
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -1197,14 +1272,20 @@ fn seeds() {
         .filter_map(|(_, r)| r.as_ref().ok())
         .map(|r| r.2)
         .sum();
+    let wipes: u64 = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.3)
+        .sum();
     let mut failures: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
     failures.sort_by_key(|(s, _)| *s);
     println!(
-        "simulator: {} seeds, {} failed, {} steps, {} linearizable reads checked, {:.1}s",
+        "simulator: {} seeds, {} failed, {} steps, {} linearizable reads checked, {} lost disks rebuilt, {:.1}s",
         results.len(),
         failures.len(),
         steps,
         reads,
+        wipes,
         started.elapsed().as_secs_f64()
     );
     for (seed, result) in failures.iter().take(5) {
@@ -1229,7 +1310,7 @@ fn replay() {
         return;
     };
     match run_seed(seed, true) {
-        Ok((steps, now, reads)) => {
+        Ok((steps, now, reads, _)) => {
             println!("seed {seed} passed: {steps} steps, {reads} reads checked, {now}ms simulated")
         }
         Err(reason) => panic!("seed {seed} failed: {reason}"),

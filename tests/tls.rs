@@ -492,6 +492,11 @@ async fn client_without_certificate_gets_an_error_naming_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_with_an_expired_certificate_logs_why_it_cannot_connect() {
     let mut d = Daemons::gen_config(&[]);
+    // A brand-new cluster registers every store once (lost-disk safety): start it whole,
+    // then give replica 2 an expired certificate and restart it.
+    d.start_all();
+    d.wait_ready().await;
+    d.stop(2);
     let out = paxosctl(
         &[
             "--config",
@@ -508,7 +513,7 @@ async fn replica_with_an_expired_certificate_logs_why_it_cannot_connect() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    d.start_all();
+    d.start(2);
     assert!(
         wait_log(&d, 2, "outside its validity period", Duration::from_secs(5)).await,
         "{}",

@@ -261,6 +261,7 @@ async fn client_connections_are_handed_to_the_node() {
             ballot: Ballot::ZERO,
             leader: Some(MY_UID),
             decided_upto: 5,
+            standing: paxos::core::Standing::Voter,
         },
         addr: server.addr.to_string(),
         last_slot: Some(4),

@@ -4,7 +4,7 @@
 //! postcard on the wire (see `transport`) and, for [`Record`](super::Record), on disk.
 
 use super::sessions::Session;
-use super::types::{Ballot, RequestId, Slot, Uid, Value};
+use super::types::{Ballot, RequestId, Slot, Standing, Uid, Value};
 use serde::{Deserialize, Serialize};
 
 /// A half-open range `[start, end)` of decided slots above a hole in the decided prefix.
@@ -26,7 +26,13 @@ pub struct PromiseEntry {
 pub enum PeerMessage {
     /// Phase 1a: "promise me `ballot`, and tell me what you accepted from `from_slot` on".
     /// Re-sent with the same ballot and a higher `from_slot` to fetch the next chunk.
-    Prepare { ballot: Ballot, from_slot: Slot },
+    Prepare {
+        ballot: Ballot,
+        from_slot: Slot,
+        /// The candidate's view of every replica's store id (index: uid; 0: unknown),
+        /// its own included: acceptors learn newer stores from it before they promise.
+        stores: Vec<u64>,
+    },
     /// Phase 1b: the acceptor has durably promised `ballot`.
     Promise {
         ballot: Ballot,
@@ -41,6 +47,10 @@ pub enum PeerMessage {
         entries: Vec<PromiseEntry>,
         /// `None`: this was the last chunk. `Some(s)`: more entries start at slot `s`.
         next_slot: Option<Slot>,
+        /// The promiser's view of every replica's store id (index: uid; 0: unknown), its
+        /// own included. A candidate counts a promise only from the newest store it knows
+        /// of for that uid (a promise of a store since lost is void).
+        stores: Vec<u64>,
     },
     /// A Prepare, Accept or Heartbeat for `ballot` was refused.
     Reject {
@@ -113,6 +123,22 @@ pub enum PeerMessage {
     /// decided prefix". Followers learn it as from a Heartbeat and ack it; one shutting
     /// down too may then stop (see `Input::ShutDown`).
     Handoff { ballot: Ballot, decided_upto: Slot },
+    /// A replica on a fresh store: "do you know an earlier store of mine?" (`store`: the
+    /// new store's id).
+    Register { store: u64 },
+    /// The answer, sent once the registrar has durably recorded `store`: what it knew
+    /// before (`known`: 0 for nothing; `replaced`: that store had itself replaced an
+    /// older one).
+    Registered {
+        store: u64,
+        known: u64,
+        replaced: bool,
+    },
+    /// A rebuilding replica (caught up, store `store`) asks the leader for a fence.
+    FenceRequest { store: u64 },
+    /// The leader's answer: a phase 1 of `ballot` begun after the request completed with
+    /// a majority of the others, and recovered every slot below `end`.
+    Fenced { ballot: Ballot, end: Slot },
 }
 
 impl PeerMessage {
@@ -131,6 +157,10 @@ impl PeerMessage {
             PeerMessage::ReadIndexRequest { .. } => "read_index_request",
             PeerMessage::ReadIndexReply { .. } => "read_index_reply",
             PeerMessage::Handoff { .. } => "handoff",
+            PeerMessage::Register { .. } => "register",
+            PeerMessage::Registered { .. } => "registered",
+            PeerMessage::FenceRequest { .. } => "fence_request",
+            PeerMessage::Fenced { .. } => "fenced",
         }
     }
 }
@@ -182,4 +212,15 @@ pub enum Record {
     /// and its Decided record written before this one). A store keeps the latest; a
     /// restart rebuilds the table from it plus the applied entries from `upto` on.
     SessionsCheckpoint { upto: Slot, sessions: Vec<Session> },
+    /// This store's id (distinct for every store a uid ever had, and growing: the wall
+    /// clock in microseconds when it was created) and its standing. A store keeps the
+    /// latest. `store: 0` asks the replica to pick a new id (a restored snapshot).
+    Identity { store: u64, standing: Standing },
+    /// The newest store id known for replica `uid`; `replaced`: it replaced an older one
+    /// (that replica lost a disk, or was restored). A store keeps the latest per uid.
+    PeerStore {
+        uid: Uid,
+        store: u64,
+        replaced: bool,
+    },
 }

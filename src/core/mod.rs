@@ -8,7 +8,8 @@
 //!
 //! # Protocol summary
 //! - Ballots are `(round, uid)`. A fresh cluster starts promised to `(0, 0)` and uid 0
-//!   leads it without phase 1. A restarted replica always comes back as a follower.
+//!   leads it without phase 1 (once its fresh store registered, see "Lost disks"). A
+//!   restarted replica always comes back as a follower.
 //! - The leader sends a Heartbeat every `heartbeat_ms`. A follower that hears no valid
 //!   leader message for `timeout_ms + rank * timeout_ms / 2` (rank = distance after the
 //!   leader's uid) campaigns: phase 1 with a round above any it has seen.
@@ -114,11 +115,45 @@
 //! least recently applied session is evicted: a client retrying an old request after
 //! that gets it applied again (see the README).
 //!
+//! # Lost disks (how a fresh store is told from a lost one)
+//! A replica whose data dir is wiped forgets promises and accepts it gave; if it voted
+//! again at once, a value chosen with its old vote could be lost (issue 13's schedules:
+//! uid 0 leading (0, 0) again, two survivors outvoting an acked value). The rules
+//! (`replica/rejoin.rs`):
+//! - **Store ids.** Every store has an id: the wall clock in microseconds when it was
+//!   created (`ReplicaConfig::incarnation`), so a later store of a uid has a higher id.
+//!   Every replica durably records the newest store id it knows for each peer
+//!   (`Record::PeerStore`, with whether it replaced an older one), learned from
+//!   `Register`, `Prepare` and `Promise` (both carry the sender's whole view).
+//! - **Registration.** A fresh store (`Standing::Unregistered`) neither promises, accepts
+//!   nor campaigns until `(n - 1) / 2 + 1` of the others have durably recorded its id
+//!   (`Register` / `Registered`). Any two such sets of the others intersect, so if this
+//!   uid ever had a store that voted, one registrar remembers it: the store is a lost
+//!   disk (`Rebuilding`). Otherwise it is a voter, and uid 0 on a fresh cluster leads
+//!   (0, 0) as before. Cost: a brand-new cluster serves once a majority of the others
+//!   has heard each replica once (a 3-replica cluster: all three started once).
+//! - **Rebuilding.** A learner: it follows the leader, acks heartbeats, catches up, and
+//!   votes for nothing. Caught up, it asks the leader for a fence (`FenceRequest`); the
+//!   leader runs a new phase 1 (begun after the request; the rebuilding replica does not
+//!   promise, so a majority of the others completes it) and answers `Fenced { ballot,
+//!   end }` once its own promise is durable. Every ballot the lost store promised is
+//!   below that ballot (the fence's promisers intersect every majority it promised
+//!   with), and every value it helped choose is in the fence's recovery, below `end`.
+//! - **Fenced.** The replica promises the fence ballot and accepts from it on; it
+//!   promises (votes in phase 1) again once it has decided every slot below `end`, so
+//!   its reports then cover everything its old store knew. Then it is a voter.
+//! - **Stale promises.** A candidate counts a promise only from the newest store it knows
+//!   of that uid, and drops (and asks again) a counted one as soon as it learns a newer
+//!   store: a promise given by a store since lost never completes a phase 1 that overlaps
+//!   the fence.
+//! - **Restored snapshots** (`paxosctl snapshot restore`) are lost disks with a head
+//!   start: they register under a new id and rebuild.
+//! - **Limits.** Safety holds with one store rebuilding at a time and any crashes; two
+//!   disks lost at once (or a wiped registrar) are beyond it. The ids are wall-clock
+//!   microseconds: a clock set back across a wipe could make a new store look older.
+//!
 //! # Deliberately not implemented
-//! Membership changes, leases for reads (reads use a read index), and lost-disk
-//! detection: a replica restarted on an empty store in a cluster with history is taken
-//! for a fresh one (the README's operations section: never restart a replica on a wiped
-//! disk without restoring it).
+//! Membership changes and leases for reads (reads use a read index).
 
 pub mod applied;
 mod message;
@@ -134,4 +169,4 @@ pub use replica::{
 };
 pub use sessions::{Session, SessionLookup, Sessions, SESSIONS_CHECKPOINT_SLOTS, SESSIONS_MAX};
 pub use state::PersistentState;
-pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Uid, Value};
+pub use types::{Ballot, LogEntry, LogEntryKind, RequestId, Slot, Standing, Uid, Value};

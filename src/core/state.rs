@@ -9,7 +9,7 @@
 //! phase 1 answers below what the core holds).
 
 use super::sessions::Session;
-use super::types::{Ballot, LogEntry, Slot, Value};
+use super::types::{Ballot, LogEntry, Slot, Standing, Uid, Value};
 use std::collections::BTreeMap;
 
 /// Everything a replica needs to rebuild itself after a restart.
@@ -32,6 +32,12 @@ pub struct PersistentState {
     /// replays them into the session table (only slot, kind and id are used; stores
     /// leave bodies out, so a restart never holds up to 65,536 message bodies).
     pub tail: Vec<LogEntry>,
+    /// This store's id and standing (`Record::Identity`); `None`: never recorded (a
+    /// fresh store, or one written before store ids existed).
+    pub identity: Option<(u64, Standing)>,
+    /// The newest store id known per peer, and whether it replaced an older one
+    /// (`Record::PeerStore`), in uid order.
+    pub peer_stores: Vec<(Uid, u64, bool)>,
 }
 
 impl PersistentState {

@@ -40,6 +40,24 @@ impl fmt::Display for Ballot {
     }
 }
 
+/// Whether a replica's store may vote (lost-disk safety, see the [`crate::core`] module
+/// doc, "Lost disks"). Persisted with the store's id ([`crate::core::Record::Identity`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// A fresh store asking its peers whether they knew an earlier store of this uid. It
+    /// neither promises nor accepts, and does not campaign.
+    Unregistered,
+    /// A peer knew an earlier store: this one has forgotten promises and accepts it gave.
+    /// A learner only: it catches up, then asks the leader for a fence (a phase 1 begun
+    /// after its request, completed by a majority of the others).
+    Rebuilding,
+    /// A fence completed at our promise, recovering every slot below `end`: the replica
+    /// accepts again, and votes in phase 1 once it has decided every slot below `end`.
+    Fenced { end: u64 },
+    /// A full member.
+    Voter,
+}
+
 /// Identifies one client request for exactly-once: a client picks a random `client_id`
 /// once and numbers its requests `seq = 1, 2, ...`; a retry reuses the same pair.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

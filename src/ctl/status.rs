@@ -5,7 +5,7 @@
 use super::{escape, out, out_raw, CtlError, Format, Globals};
 use crate::client::status::STATUS_CONNECT_TIMEOUT;
 use crate::client::status::{cluster_status_within, Health, ReplicaView, STATUS_TIMEOUT};
-use crate::core::{Role, Slot, Uid};
+use crate::core::{ReplicaStatus, Role, Slot, Standing, Uid};
 use serde::Serialize;
 
 /// Every replica's role, ballot, decided prefix, lag, reachability
@@ -65,6 +65,25 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// Whether a replica's store votes: `voter`, or why not yet (a fresh store registering
+/// with its peers, a lost disk rebuilding or fenced; see README "Lost disks").
+pub fn standing_name(standing: Standing) -> &'static str {
+    match standing {
+        Standing::Voter => "voter",
+        Standing::Unregistered => "registering",
+        Standing::Rebuilding => "rebuilding",
+        Standing::Fenced { .. } => "fenced",
+    }
+}
+
+/// The role column: the role, and the standing when the store does not vote yet.
+fn role_label(s: &ReplicaStatus) -> String {
+    match s.standing {
+        Standing::Voter => role_name(s.role).to_string(),
+        other => format!("{} ({})", role_name(s.role), standing_name(other)),
+    }
+}
+
 /// One `--json` line: DESIGN's `{"uid":0,"reachable":true,"role":"leader",
 /// "ballot":[round,uid],"decided":N}`, then `"address"` (from the config), `"lag"`
 /// (slots behind the most advanced reachable replica), `"leader"` (whom the replica
@@ -80,6 +99,9 @@ struct StatusJson<'a> {
     lag: Option<Slot>,
     leader: Option<Uid>,
     error: Option<&'a str>,
+    /// `voter`, `registering`, `rebuilding` or `fenced` (`standing_name`), last so the
+    /// documented prefix of the line is unchanged.
+    standing: Option<&'static str>,
 }
 
 /// The `--json` line of one replica (no trailing newline); `decided_max` is the highest
@@ -90,6 +112,7 @@ pub fn status_json(view: &ReplicaView, decided_max: Slot) -> String {
             uid: view.uid,
             reachable: true,
             role: Some(role_name(report.status.role)),
+            standing: Some(standing_name(report.status.standing)),
             ballot: Some((report.status.ballot.round, report.status.ballot.uid)),
             decided: Some(report.status.decided_upto),
             address: &view.addr,
@@ -101,6 +124,7 @@ pub fn status_json(view: &ReplicaView, decided_max: Slot) -> String {
             uid: view.uid,
             reachable: false,
             role: None,
+            standing: None,
             ballot: None,
             decided: None,
             address: &view.addr,
@@ -123,7 +147,7 @@ pub fn status_simple(view: &ReplicaView, decided_max: Slot) -> String {
             format!(
                 "{}, {addr}, {}, {}, {}, {}, {}",
                 view.uid,
-                role_name(s.role),
+                role_label(s),
                 s.ballot,
                 s.decided_upto,
                 decided_max.saturating_sub(s.decided_upto),
@@ -161,7 +185,7 @@ pub fn status_table(views: &[ReplicaView]) -> String {
                 vec![
                     view.uid.to_string(),
                     escape(&view.addr).into_owned(),
-                    role_name(s.role).to_string(),
+                    role_label(s),
                     s.ballot.to_string(),
                     s.decided_upto.to_string(),
                     (max_decided - s.decided_upto.min(max_decided)).to_string(),
@@ -233,6 +257,7 @@ mod tests {
                     ballot: Ballot::new(3, 1),
                     leader: Some(1),
                     decided_upto: decided,
+                    standing: crate::core::Standing::Voter,
                 },
                 addr: format!("127.0.0.1:710{}", uid + 1),
                 last_slot: None,
@@ -252,11 +277,11 @@ mod tests {
     fn json_lines_have_the_documented_shape() {
         assert_eq!(
             status_json(&up(1, Role::Leader, 12), 15),
-            r#"{"uid":1,"reachable":true,"role":"leader","ballot":[3,1],"decided":12,"address":"127.0.0.1:7102","lag":3,"leader":1,"error":null}"#
+            r#"{"uid":1,"reachable":true,"role":"leader","ballot":[3,1],"decided":12,"address":"127.0.0.1:7102","lag":3,"leader":1,"error":null,"standing":"voter"}"#
         );
         assert_eq!(
             status_json(&down(2), 15),
-            r#"{"uid":2,"reachable":false,"role":null,"ballot":null,"decided":null,"address":"127.0.0.1:7103","lag":null,"leader":null,"error":"connection refused"}"#
+            r#"{"uid":2,"reachable":false,"role":null,"ballot":null,"decided":null,"address":"127.0.0.1:7103","lag":null,"leader":null,"error":"connection refused","standing":null}"#
         );
         assert_eq!(
             status_simple(&up(0, Role::Follower, 9), 12),

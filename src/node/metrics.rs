@@ -609,6 +609,7 @@ mod tests {
             ballot: Ballot { round, uid: 1 },
             leader: None,
             decided_upto,
+            standing: crate::core::Standing::Voter,
         }
     }
 

@@ -4,7 +4,7 @@
 //! entries after it.
 
 use super::{LogRead, PersistentState, Storage};
-use crate::core::{Ballot, LogEntry, Record, Session, Slot, Value};
+use crate::core::{Ballot, LogEntry, Record, Session, Slot, Standing, Uid, Value};
 use std::collections::BTreeMap;
 
 /// A store that lives in memory. Cloning it is how the simulator keeps a crashed
@@ -19,6 +19,10 @@ pub struct MemStorage {
     /// The latest session checkpoint and the applied prefix it was taken at.
     pub sessions: Vec<Session>,
     pub sessions_upto: Slot,
+    /// The store's id and standing (`Record::Identity`).
+    pub identity: Option<(u64, Standing)>,
+    /// uid -> (newest store id known, replaced an older one).
+    pub peer_stores: BTreeMap<Uid, (u64, bool)>,
     /// Number of `persist` calls (one per flush), for tests.
     pub flushes: u64,
 }
@@ -68,6 +72,14 @@ impl MemStorage {
                     self.sessions_upto = *upto;
                 }
             }
+            Record::Identity { store, standing } => self.identity = Some((*store, *standing)),
+            Record::PeerStore {
+                uid,
+                store,
+                replaced,
+            } => {
+                self.peer_stores.insert(*uid, (*store, *replaced));
+            }
         }
     }
 }
@@ -87,6 +99,12 @@ impl Storage for MemStorage {
                     body: String::new(),
                     ..e.clone()
                 })
+                .collect(),
+            identity: self.identity,
+            peer_stores: self
+                .peer_stores
+                .iter()
+                .map(|(uid, (store, replaced))| (*uid, *store, *replaced))
                 .collect(),
         })
     }

@@ -606,7 +606,16 @@ pub fn restore(
 fn write_store(path: &Path, dir: &Path, uid: Uid, cluster_id: u64) -> Result<(), Error> {
     let mut reader = SnapshotReader::open(path)?;
     let mut storage = SledStorage::open(dir, uid, cluster_id)?;
-    storage.persist(&[Record::Promise(RESTORED_PROMISE)])?;
+    // A restored store has forgotten the promises and accepts its replica gave since the
+    // snapshot: it is a lost disk with a head start. It registers under a new store id
+    // (store 0: the replica picks one) and rebuilds before it votes again.
+    storage.persist(&[
+        Record::Promise(RESTORED_PROMISE),
+        Record::Identity {
+            store: 0,
+            standing: crate::core::Standing::Unregistered,
+        },
+    ])?;
     // The applied kinds and the session table, computed as the core applies the log.
     let mut sessions = Sessions::new(SESSIONS_MAX);
     let mut records = Vec::with_capacity(CHUNK_ENTRIES_MAX);

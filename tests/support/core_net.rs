@@ -19,6 +19,8 @@ pub struct Net {
     pub n: usize,
     pub now: u64,
     pub chunk: usize,
+    /// Replica starts so far: each start's incarnation (a fresh store's id) is higher.
+    pub starts: u64,
 }
 
 /// Request `seq` of the one test client (client id 7).
@@ -35,8 +37,26 @@ pub fn msg(seq: u64) -> Value {
 pub fn b(round: u64, uid: Uid) -> Ballot {
     Ballot::new(round, uid)
 }
+/// The store-id view hand-built messages carry: three replicas, each on store 1 (a test
+/// config's incarnation is 0, and a fresh store takes `max(incarnation, 1)`).
+pub fn stores3() -> Vec<u64> {
+    vec![1; 3]
+}
+/// A fresh store of a fresh cluster that has already registered (the state a hand-stepped
+/// test starts from: uid 0 leads (0, 0) at once).
+pub fn registered_state() -> PersistentState {
+    PersistentState {
+        identity: Some((1, Standing::Voter)),
+        peer_stores: (0..3).map(|uid| (uid, 1, false)).collect(),
+        ..PersistentState::default()
+    }
+}
 pub fn prepare(ballot: Ballot, from_slot: Slot) -> PeerMessage {
-    PeerMessage::Prepare { ballot, from_slot }
+    PeerMessage::Prepare {
+        ballot,
+        from_slot,
+        stores: stores3(),
+    }
 }
 /// A last-chunk Promise answering a Prepare from `from_slot`.
 pub fn promise(
@@ -51,6 +71,7 @@ pub fn promise(
         decided_upto,
         entries,
         next_slot: None,
+        stores: stores3(),
     }
 }
 /// A phase-1 report: `value` accepted at `slot` in `ballot` (`None`: known decided).
@@ -144,19 +165,37 @@ impl Net {
             n,
             now: 0,
             chunk,
+            starts: 0,
         };
         for u in 0..n {
             net.reps.push(None);
             net.start(u as Uid);
         }
+        net.register_all();
         net
+    }
+    /// Fresh stores register with each other (a tick sends `Register`), so a scripted
+    /// schedule starts from a fresh cluster whose uid 0 leads (0, 0).
+    pub fn register_all(&mut self) {
+        for u in 0..self.n as Uid {
+            let now = self.now;
+            self.tick(u, now);
+        }
+        self.deliver(|_, _, m| {
+            matches!(
+                m,
+                PeerMessage::Register { .. } | PeerMessage::Registered { .. }
+            )
+        });
     }
     pub fn cfg(&self, u: Uid) -> ReplicaConfig {
         let mut c = ReplicaConfig::new(u, self.n, HB, TIMEOUT);
         c.chunk_entries_max = self.chunk;
+        c.incarnation = self.starts;
         c
     }
     pub fn start(&mut self, u: Uid) {
+        self.starts += 1;
         let state = self.stores[u as usize].load().expect("memory store loads");
         let r = Replica::new(self.cfg(u), state, self.now);
         self.reps[u as usize] = Some(r);

@@ -16,6 +16,11 @@ impl Replica {
             return;
         }
         self.max_round_seen = self.max_round_seen.max(ballot.round);
+        if !self.votes() {
+            // A store that may have forgotten promises it gave promises nothing (lost
+            // disks): the candidate's majority comes from the others.
+            return;
+        }
         // Stickiness first: a live leader other than the candidate refuses it outright.
         let live_leader = self.sticky_leader().filter(|live| *live != from);
         if live_leader.is_some() || ballot < self.promised {
@@ -42,6 +47,7 @@ impl Replica {
         // Everything from the candidate's own prefix on, decided values included: the
         // candidate must not depend on any one peer for slots it lacks. Applied slots the
         // core no longer holds come from the store (the driver completes the chunk).
+        let stores = self.stores_view();
         if from_slot < self.stored_upto {
             let decided_upto = self.decided_upto;
             let send = self.log_send(
@@ -50,6 +56,7 @@ impl Replica {
                 LogAnswer::Promise {
                     ballot,
                     decided_upto,
+                    stores,
                 },
             );
             self.ready.log_sends.push(send);
@@ -83,6 +90,7 @@ impl Replica {
                 decided_upto,
                 entries,
                 next_slot,
+                stores,
             },
         );
     }
@@ -129,6 +137,11 @@ impl Replica {
             return; // malformed: slots past the end of the slot space
         }
         if !self.hear_leader(from, ballot) {
+            return;
+        }
+        if !self.accepts() {
+            // Not fenced yet (lost disks): follow and learn, vote for nothing.
+            self.learn_commit(from, ballot, leader_decided_upto, decided_above);
             return;
         }
         // A laggard accepts nothing far above its own prefix (Raft's followers cannot

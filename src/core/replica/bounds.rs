@@ -24,6 +24,19 @@ impl Replica {
             .decided_upto
             .saturating_add(self.config.slot_lookahead_max);
         let far = |slot: Slot| slot >= limit;
+        let stores_len = match msg {
+            PeerMessage::Prepare { stores, .. } | PeerMessage::Promise { stores, .. } => {
+                stores.len()
+            }
+            _ => 0,
+        };
+        if stores_len > self.config.replicas {
+            return Some(format!(
+                "{} with {stores_len} store ids, more than the {} replicas",
+                msg.kind(),
+                self.config.replicas
+            ));
+        }
         let (ballot, slots): (Option<Ballot>, Vec<Slot>) = match msg {
             PeerMessage::Prepare { ballot, .. } => (Some(*ballot), Vec::new()),
             PeerMessage::Promise {
@@ -61,7 +74,11 @@ impl Replica {
             ),
             PeerMessage::CatchUpRequest { .. }
             | PeerMessage::ReadIndexRequest { .. }
-            | PeerMessage::ReadIndexReply { .. } => (None, Vec::new()),
+            | PeerMessage::ReadIndexReply { .. }
+            | PeerMessage::Register { .. }
+            | PeerMessage::Registered { .. }
+            | PeerMessage::FenceRequest { .. } => (None, Vec::new()),
+            PeerMessage::Fenced { ballot, end } => (Some(*ballot), vec![*end]),
             PeerMessage::HeartbeatAck { ballot, .. } | PeerMessage::Handoff { ballot, .. } => {
                 (Some(*ballot), Vec::new())
             }

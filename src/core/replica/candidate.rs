@@ -30,6 +30,13 @@ pub(super) struct Campaign {
     pub(super) reported: BTreeMap<Slot, (Option<Ballot>, Value)>,
     /// The leader this campaign replaces (the one we stopped hearing), if known.
     pub(super) deposing: Option<Uid>,
+    /// The `from_slot` of the first Prepares (our decided prefix then).
+    pub(super) from_slot: Slot,
+    /// Per uid, the store id whose promise is counted (0: none yet).
+    pub(super) promiser_stores: Vec<u64>,
+    /// Rebuilding replicas (uid, store) that asked for a fence before this campaign
+    /// began: told `Fenced` when it wins.
+    pub(super) fencing: Vec<(Uid, u64)>,
 }
 
 /// Keeps, per slot, the entry with the highest rank: decided (`None`) above any ballot,
@@ -57,6 +64,10 @@ impl Replica {
     /// until a majority of the others has promised: until then it keeps following a live
     /// leader it hears, so a partitioned replica cannot depose a healthy one.
     pub(super) fn start_campaign(&mut self) {
+        if !self.votes() {
+            // A store that does not vote yet cannot count itself (lost disks).
+            return;
+        }
         self.release_clients(None);
         // Rounds from peers are at most ROUND_MAX, so this never wraps.
         let ballot = Ballot::new(
@@ -68,13 +79,21 @@ impl Replica {
         self.max_round_seen = ballot.round;
         let from_slot = self.decided_upto;
         let mut progress = vec![None; self.config.replicas];
+        let stores = self.stores_view();
         for peer in self.peers() {
             progress[peer as usize] = Some(PromiseProgress {
                 done: false,
                 from_slot,
                 sent_ms: self.now_ms,
             });
-            self.send(peer, PeerMessage::Prepare { ballot, from_slot });
+            self.send(
+                peer,
+                PeerMessage::Prepare {
+                    ballot,
+                    from_slot,
+                    stores: stores.clone(),
+                },
+            );
         }
         let deposing = self.leader.filter(|l| *l != self.config.uid);
         self.role = RoleState::Candidate(Campaign {
@@ -82,15 +101,20 @@ impl Replica {
             progress,
             reported: BTreeMap::new(),
             deposing,
+            from_slot,
+            promiser_stores: vec![0; self.config.replicas],
+            fencing: Vec::new(),
         });
         self.leader = None;
         self.last_heard_ms = self.now_ms;
         self.maybe_win_campaign();
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_promise(
         &mut self,
         from: Uid,
+        store: u64,
         ballot: Ballot,
         from_slot: Slot,
         decided_upto: Slot,
@@ -113,6 +137,16 @@ impl Replica {
         if progress.done || progress.from_slot != from_slot {
             return; // a duplicate, or a chunk answering an earlier request
         }
+        // Count a promise only from the newest store we know of its replica, and one
+        // store per campaign (`learn_stores` above already dropped older ones).
+        let counted = &mut campaign.promiser_stores[from as usize];
+        if store == 0
+            || store < self.peer_stores[from as usize].store
+            || (*counted != 0 && *counted != store)
+        {
+            return;
+        }
+        *counted = store;
         let mut ask_next = None;
         match next_slot {
             Some(next) if next > progress.from_slot => {
@@ -149,7 +183,17 @@ impl Replica {
             }
         }
         match ask_next {
-            Some(from_slot) => self.send(from, PeerMessage::Prepare { ballot, from_slot }),
+            Some(from_slot) => {
+                let stores = self.stores_view();
+                self.send(
+                    from,
+                    PeerMessage::Prepare {
+                        ballot,
+                        from_slot,
+                        stores,
+                    },
+                )
+            }
             None => self.maybe_win_campaign(),
         }
     }
@@ -229,6 +273,13 @@ impl Replica {
                 Some(_) => {
                     leadership.recovered.insert(slot, value);
                 }
+            }
+        }
+        // Rebuilding replicas that asked before this phase 1 began are fenced by it: a
+        // majority of the others promised it, and it recovered everything below `end`.
+        for (uid, store) in std::mem::take(&mut campaign.fencing) {
+            if self.peer_stores[uid as usize].store == store {
+                self.send(uid, PeerMessage::Fenced { ballot, end });
             }
         }
         let mut proposed = Vec::new();

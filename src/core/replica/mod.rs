@@ -22,18 +22,20 @@ mod candidate;
 mod leader;
 mod learner;
 mod quorum;
+mod rejoin;
 mod tick;
 
 use super::message::{ClientRef, PeerMessage, PromiseEntry, Record, SubmitReply};
 use super::sessions::{Sessions, SESSIONS_CHECKPOINT_SLOTS, SESSIONS_MAX};
 use super::state::PersistentState;
-use super::types::{Ballot, LogEntry, RequestId, Slot, Uid, Value};
+use super::types::{Ballot, LogEntry, RequestId, Slot, Standing, Uid, Value};
 pub use bounds::{ROUND_MAX, SLOT_LOOKAHEAD_MAX};
 use candidate::Campaign;
 use leader::Leadership;
 use learner::CatchUpProgress;
 use quorum::ForwardedReads;
 pub use quorum::{ReadRef, READS_PENDING_MAX};
+use rejoin::{PeerStore, Registration};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -73,7 +75,8 @@ pub struct ReplicaConfig {
     pub sessions_checkpoint_slots: u64,
     /// Distinct for every start of this replica, and growing (the driver uses the wall
     /// clock in microseconds): read-index request ids count up from it, so a delayed
-    /// reply to a request sent before a restart never answers a read made after it.
+    /// reply to a request sent before a restart never answers a read made after it. A
+    /// fresh store takes it as its store id.
     pub incarnation: u64,
 }
 
@@ -189,6 +192,8 @@ pub enum LogAnswer {
     Promise {
         ballot: Ballot,
         decided_upto: Slot,
+        /// The promiser's view of store ids (see [`PeerMessage::Promise`]).
+        stores: Vec<u64>,
     },
     CatchUp {
         decided_upto: Slot,
@@ -206,15 +211,17 @@ impl LogSend {
             .filter(|e| e.slot >= self.from_slot && e.slot < self.upto)
             .collect();
         let end = entries.last()?.slot + 1;
-        Some(match self.answer {
+        Some(match &self.answer {
             LogAnswer::Promise {
                 ballot,
                 decided_upto,
+                stores,
             } => (
                 PeerMessage::Promise {
-                    ballot,
+                    ballot: *ballot,
                     from_slot: self.from_slot,
-                    decided_upto,
+                    decided_upto: *decided_upto,
+                    stores: stores.clone(),
                     entries: entries
                         .iter()
                         .map(|e| PromiseEntry {
@@ -230,7 +237,7 @@ impl LogSend {
             LogAnswer::CatchUp { decided_upto } => (
                 PeerMessage::CatchUp {
                     entries: entries.iter().map(|e| (e.slot, e.value())).collect(),
-                    decided_upto,
+                    decided_upto: *decided_upto,
                 },
                 false,
             ),
@@ -274,6 +281,9 @@ pub struct ReplicaStatus {
     pub leader: Option<Uid>,
     /// Every slot below this is decided here: the length of the applied chat log.
     pub decided_upto: Slot,
+    /// Whether this replica's store votes yet (a fresh store registering, a lost disk
+    /// rebuilding).
+    pub standing: Standing,
 }
 
 #[derive(Debug)]
@@ -329,6 +339,18 @@ pub struct Replica {
     sessions_checkpoint_upto: Slot,
     /// The highest decided prefix each peer has advertised.
     peer_decided_upto: Vec<Slot>,
+    /// This store's id (see `rejoin`).
+    store: u64,
+    /// Whether this store may vote (lost disks, see `rejoin`); durable.
+    standing: Standing,
+    /// Per uid, the newest store id known (ours at our uid); durable.
+    peer_stores: Vec<PeerStore>,
+    /// A fresh store's registration answers.
+    registration: Registration,
+    /// When we, rebuilding, last asked the leader for a fence.
+    fence_requested_ms: Option<u64>,
+    /// When we, leading, last began a campaign to fence a rebuilding replica.
+    fence_campaign_ms: Option<u64>,
     /// Clients of chosen requests, answered once the decided prefix passes the request:
     /// only then is its first slot in the log final (a retry may have landed twice).
     awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
@@ -395,21 +417,58 @@ impl Replica {
             shutting_down: false,
             heard_after_shutdown: false,
             next_read_id: config_incarnation,
+            store: 0,
+            standing: Standing::Voter,
+            peer_stores: vec![PeerStore::default(); config_replicas],
+            registration: Registration {
+                answers: vec![None; config_replicas],
+                sent_ms: None,
+            },
+            fence_requested_ms: None,
+            fence_campaign_ms: None,
+        };
+        // The store's identity: a fresh store (or a restored one, store 0) takes a new id
+        // and registers before it votes; a store from before store ids is a voter.
+        let (store, standing) = match state.identity {
+            Some((store, standing)) if store != 0 => (store, standing),
+            Some((_, standing)) => (0, standing),
+            None if fresh => (0, Standing::Unregistered),
+            None => (0, Standing::Voter),
+        };
+        replica.standing = standing;
+        replica.store = store;
+        if store == 0 {
+            replica.store = config_incarnation.max(1);
+            replica.ready.records.push(Record::Identity {
+                store: replica.store,
+                standing,
+            });
+        }
+        for (uid, store, replaced) in &state.peer_stores {
+            if let Some(p) = replica.peer_stores.get_mut(*uid as usize) {
+                *p = PeerStore {
+                    store: *store,
+                    replaced: *replaced,
+                };
+            }
+        }
+        let me = replica.config.uid as usize;
+        replica.peer_stores[me] = PeerStore {
+            store: replica.store,
+            replaced: false,
         };
         if fresh {
-            // Mark the store as used, so a restart is told apart from a fresh start.
-            replica.ready.records.push(Record::Promise(Ballot::ZERO));
-            replica.leader = Some(0);
-            if replica.config.uid == 0 {
-                let promise_seq = replica.ready.seq;
-                replica.role = RoleState::Leader(Leadership::new(
-                    Ballot::ZERO,
-                    0,
-                    0,
-                    now_ms,
-                    promise_seq,
-                    replica.config.replicas,
-                ));
+            // Every fresh acceptor is promised to (0, 0): uid 0 leads it (uid 0 itself
+            // once its store has registered).
+            if replica.config.uid != 0 {
+                replica.leader = Some(0);
+            }
+            if replica.standing == Standing::Voter {
+                // Registered before a restart (or a one-replica cluster): as fresh.
+                replica.ready.records.push(Record::Promise(Ballot::ZERO));
+                if replica.config.uid == 0 {
+                    replica.lead_initial_ballot();
+                }
             }
             return replica;
         }
@@ -441,6 +500,21 @@ impl Replica {
             .collect();
         replica
     }
+    /// Uid 0 on a fresh cluster leads ballot (0, 0) without phase 1: every acceptor starts
+    /// promised to it.
+    fn lead_initial_ballot(&mut self) {
+        let promise_seq = self.ready.seq;
+        self.role = RoleState::Leader(Leadership::new(
+            Ballot::ZERO,
+            0,
+            0,
+            self.now_ms,
+            promise_seq,
+            self.config.replicas,
+        ));
+        self.leader = Some(self.config.uid);
+    }
+
     /// Feeds one input. Effects accumulate until [`Replica::take_ready`].
     pub fn step(&mut self, input: Input) {
         match input {
@@ -485,6 +559,7 @@ impl Replica {
             ballot,
             leader: self.leader,
             decided_upto: self.decided_upto,
+            standing: self.standing,
         }
     }
     /// After [`Input::ShutDown`]: whether this replica has handed off what it must. A
@@ -515,6 +590,14 @@ impl Replica {
 
     pub fn uid(&self) -> Uid {
         self.config.uid
+    }
+    /// Whether this replica's store votes yet (lost disks).
+    pub fn standing(&self) -> Standing {
+        self.standing
+    }
+    /// This store's id.
+    pub fn store(&self) -> u64 {
+        self.store
     }
     pub fn promised(&self) -> Ballot {
         self.promised
@@ -593,14 +676,42 @@ impl Replica {
             return;
         }
         match msg {
-            PeerMessage::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot),
+            PeerMessage::Prepare {
+                ballot,
+                from_slot,
+                stores,
+            } => {
+                self.learn_stores(&stores);
+                self.on_prepare(from, ballot, from_slot)
+            }
             PeerMessage::Promise {
                 ballot,
                 from_slot,
                 decided_upto,
                 entries,
                 next_slot,
-            } => self.on_promise(from, ballot, from_slot, decided_upto, entries, next_slot),
+                stores,
+            } => {
+                self.learn_stores(&stores);
+                let store = stores.get(from as usize).copied().unwrap_or(0);
+                self.on_promise(
+                    from,
+                    store,
+                    ballot,
+                    from_slot,
+                    decided_upto,
+                    entries,
+                    next_slot,
+                )
+            }
+            PeerMessage::Register { store } => self.on_register(from, store),
+            PeerMessage::Registered {
+                store,
+                known,
+                replaced,
+            } => self.on_registered(from, store, known, replaced),
+            PeerMessage::FenceRequest { store } => self.on_fence_request(from, store),
+            PeerMessage::Fenced { ballot, end } => self.on_fenced(from, ballot, end),
             PeerMessage::Reject {
                 ballot,
                 promised,
@@ -661,7 +772,12 @@ impl Replica {
         let vouches = match &msg {
             // ReadIndexReply vouches for nothing on disk: a read index is about what is
             // chosen, which a majority holds durably.
-            PeerMessage::Promise { .. } | PeerMessage::Accepted { .. } => true,
+            // Registered vouches for the new store id, Fenced for the leader's own
+            // promise of the fencing ballot.
+            PeerMessage::Promise { .. }
+            | PeerMessage::Accepted { .. }
+            | PeerMessage::Registered { .. }
+            | PeerMessage::Fenced { .. } => true,
             PeerMessage::Accept { .. } => !self.leader_promise_durable(),
             _ => false,
         };

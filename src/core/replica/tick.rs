@@ -10,6 +10,7 @@ impl Replica {
     pub(super) fn on_tick(&mut self) {
         let now = self.now_ms;
         let timeout = self.config.timeout_ms;
+        self.rejoin_tick();
         // Catch-up retransmission.
         if self
             .catch_up
@@ -49,8 +50,16 @@ impl Replica {
                         }
                     }
                 }
+                let stores = self.stores_view();
                 for (peer, from_slot) in resend {
-                    self.send(peer, PeerMessage::Prepare { ballot, from_slot });
+                    self.send(
+                        peer,
+                        PeerMessage::Prepare {
+                            ballot,
+                            from_slot,
+                            stores: stores.clone(),
+                        },
+                    );
                 }
             }
             RoleState::Follower => {

@@ -105,7 +105,7 @@ pub use offline::{open_offline, read_offline, OfflineStore};
 pub use segment::{Compression, SEGMENT_DIR};
 
 use super::{LogRead, PersistentState, Storage};
-use crate::core::{Ballot, Record, Session, Slot, Uid, Value};
+use crate::core::{Ballot, Record, Session, Slot, Standing, Uid, Value};
 use crate::Error;
 use codec::{decode, decode_slot, encode, slot_name};
 use log::LogShared;
@@ -137,6 +137,8 @@ const KEY_UID: &str = "uid";
 const KEY_CLUSTER_ID: &str = "cluster_id";
 const KEY_PROMISED: &str = "promised";
 const KEY_SESSIONS: &str = "sessions";
+const KEY_IDENTITY: &str = "identity";
+const KEY_PEER_STORES: &str = "peer_stores";
 
 /// sled's data file inside the store directory (the file `sync_data` must reach).
 const SLED_DATA_FILE: &str = "db";
@@ -360,6 +362,8 @@ impl SledStorage {
         let mut accepted = Batches::default();
         let mut decided = Batches::default();
         let mut sessions: Option<(Slot, &[Session])> = None;
+        let mut identity: Option<(u64, Standing)> = None;
+        let mut peer_stores: Option<BTreeMap<Uid, (u64, bool)>> = None;
         for record in records {
             match record {
                 Record::Promise(ballot) => {
@@ -413,7 +417,43 @@ impl SledStorage {
                     }
                     sessions = Some((*at, table));
                 }
+                Record::Identity { store, standing } => identity = Some((*store, *standing)),
+                Record::PeerStore {
+                    uid,
+                    store,
+                    replaced,
+                } => {
+                    if peer_stores.is_none() {
+                        peer_stores = Some(
+                            self.trees
+                                .meta_value::<Vec<(Uid, u64, bool)>>(KEY_PEER_STORES)?
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(u, s, r)| (u, (s, r)))
+                                .collect(),
+                        );
+                    }
+                    if let Some(map) = peer_stores.as_mut() {
+                        map.insert(*uid, (*store, *replaced));
+                    }
+                }
             }
+        }
+        // Store ids go first: a Registered or Promise sent after this flush vouches for
+        // them (one meta key each, rewritten whole: a few bytes per replica).
+        if let Some(identity) = identity {
+            self.trees
+                .meta
+                .insert(KEY_IDENTITY, encode(&identity)?)
+                .map_err(|e| sled_error("writing the store identity", e))?;
+        }
+        if let Some(map) = peer_stores {
+            let list: Vec<(Uid, u64, bool)> =
+                map.into_iter().map(|(u, (s, r))| (u, s, r)).collect();
+            self.trees
+                .meta
+                .insert(KEY_PEER_STORES, encode(&list)?)
+                .map_err(|e| sled_error("writing peer store ids", e))?;
         }
         // The order is the crash order (module doc).
         if promise != self.promised {
@@ -575,7 +615,13 @@ fn load_state(
             ),
         });
     }
+    let identity = trees.meta_value::<(u64, Standing)>(KEY_IDENTITY)?;
+    let peer_stores = trees
+        .meta_value::<Vec<(Uid, u64, bool)>>(KEY_PEER_STORES)?
+        .unwrap_or_default();
     Ok(PersistentState {
+        identity,
+        peer_stores,
         promised,
         accepted,
         decided_upto,
