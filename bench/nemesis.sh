@@ -44,9 +44,13 @@ cleanup() {
 trap cleanup EXIT
 
 flock /tmp/paxos-cargo.lock cargo build --locked --bins
-flock /tmp/paxos-cargo.lock cargo test --locked --test netns --no-run
+# Run the test binary just built, not `cargo test`: a source edited during the run must
+# not start a build outside the lock.
+exe=$(flock /tmp/paxos-cargo.lock cargo test --locked --test netns --no-run \
+    --message-format=json-render-diagnostics | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[[ -x $exe ]] || { echo "bench/nemesis.sh: no netns test binary built" >&2; exit 1; }
 started=$(date +%s)
 # Bounded: the run stops itself; this is a backstop of twice the duration plus 5 minutes.
 timeout --kill-after=30 $((2 * NEMESIS_SECS + 300)) \
-    cargo test --locked --test netns "$test_name" -- --exact --include-ignored --nocapture
+    "$exe" "$test_name" --exact --include-ignored --nocapture
 echo "nemesis: done in $(( $(date +%s) - started )) s"
