@@ -269,3 +269,66 @@ async fn watch_first_page_from_a_follower_holds_every_acknowledged_message() {
         lines.iter().any(|l| l.contains("\"body\":\"before\""))
     });
 }
+
+/// `bench --read` reads the log's tail both ways from a follower, every read checked to
+/// reach its read index (an error otherwise); bad read flags are usage errors (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reads_the_tail_both_ways() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let mut client = TestClient::new(&cluster, 79);
+    for i in 0..10 {
+        client
+            .submit(&format!("m{i}"), Duration::from_secs(20))
+            .await
+            .expect("commit");
+    }
+    let bench = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paxosctl"))
+            .arg("--config")
+            .arg(&cluster.config_path)
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("run paxosctl bench")
+    };
+    let uid = follower.to_string();
+    for mode in ["linearizable", "stale"] {
+        let out = bench(&[
+            "--read",
+            mode,
+            "--uid",
+            &uid,
+            "--tail",
+            "4",
+            "--clients",
+            "2",
+            "--duration",
+            "0.5",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("{\"ops_per_s\":") && line.ends_with("\"errors\":0}"),
+            "{mode}: {line}; {stderr}"
+        );
+    }
+    for args in [
+        &["--read", "stale", "--tail", "0"][..],
+        &["--read", "stale", "--uid", "3"][..],
+        &["--read", "sometimes"][..],
+        &["--tail", "4"][..],
+    ] {
+        let out = bench(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

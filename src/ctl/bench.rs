@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// Progress is reported, and throughput sampled, this often.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Most pages one `--read` may take to reach its end before it counts as an error.
+const READ_PAGES_MAX: usize = 8;
 /// Pause of a task after a failed submit, so a refusing cluster is not spun on.
 const ERROR_PAUSE: Duration = Duration::from_millis(50);
 
@@ -209,27 +211,39 @@ impl Task {
                     Consistency::Linearizable => self.client.read_index(uid).await?,
                     Consistency::Stale => self.decided_upto,
                 };
+                // Page until the read reaches `end`, as dump-log does: a replica's page
+                // may stop short (where its store ends and the entries it holds in
+                // memory begin). Anything else is a broken read, not a fast one.
                 let from = end.saturating_sub(Slot::from(tail));
-                let (entries, decided_upto) = self.client.read_log(uid, from, tail, 0).await?;
-                self.decided_upto = decided_upto;
-                // A read index at or below what the replica serves, and a page that ends
-                // there: anything else is a broken read, not a fast one.
-                match entries.last() {
-                    Some(last) if last.slot + 1 >= end => Ok(()),
-                    _ if end == 0 => Ok(()),
-                    last => Err(ClientError::Replica {
-                        uid,
-                        addr: self
-                            .client
-                            .config()
-                            .replica_addr(uid)
-                            .map_or_else(|_| "?".to_string(), |a| a.to_string()),
-                        reason: format!(
-                            "read of slots {from}..{end} ended at {:?}",
-                            last.map(|e| e.slot)
-                        ),
-                    }),
+                let mut next = from;
+                for _ in 0..READ_PAGES_MAX {
+                    let want = u32::try_from(end.saturating_sub(next))
+                        .unwrap_or(tail)
+                        .clamp(1, tail);
+                    let (entries, decided_upto) = self.client.read_log(uid, next, want, 0).await?;
+                    self.decided_upto = decided_upto;
+                    match entries.last() {
+                        Some(last) if last.slot >= next => next = last.slot + 1,
+                        _ => break,
+                    }
+                    if next >= end {
+                        return Ok(());
+                    }
                 }
+                if end == 0 {
+                    return Ok(());
+                }
+                Err(ClientError::Replica {
+                    uid,
+                    addr: self
+                        .client
+                        .config()
+                        .replica_addr(uid)
+                        .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+                    reason: format!(
+                        "read of slots {from}..{end} ended at {next} after {READ_PAGES_MAX} pages at most"
+                    ),
+                })
             }
         }
     }
