@@ -14,6 +14,10 @@
 #   sudo bench/nemesis.sh            # 300 s
 #   NEMESIS_SECS=600 NEMESIS_SEED=42 bench/nemesis.sh
 #   NEMESIS_TEST=nemesis_short_crashes_and_partitions bench/nemesis.sh   # the CI mix, long
+#   NEMESIS_LOST_DISK=0 bench/nemesis.sh   # the full mix without the lost disk
+#
+# Builds under /tmp/paxos-cargo.lock (one cargo build at a time on the machine); the
+# run itself holds no lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) -ne 0 ]]; then
@@ -39,10 +43,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --locked --bins
-cargo test --locked --test netns --no-run
+flock /tmp/paxos-cargo.lock cargo build --locked --bins
+# Run the test binary just built, not `cargo test`: a source edited during the run must
+# not start a build outside the lock.
+exe=$(flock /tmp/paxos-cargo.lock cargo test --locked --test netns --no-run \
+    --message-format=json-render-diagnostics | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[[ -x $exe ]] || { echo "bench/nemesis.sh: no netns test binary built" >&2; exit 1; }
 started=$(date +%s)
 # Bounded: the run stops itself; this is a backstop of twice the duration plus 5 minutes.
 timeout --kill-after=30 $((2 * NEMESIS_SECS + 300)) \
-    cargo test --locked --test netns "$test_name" -- --exact --include-ignored --nocapture
+    "$exe" "$test_name" --exact --include-ignored --nocapture
 echo "nemesis: done in $(( $(date +%s) - started )) s"

@@ -9,11 +9,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Cluster, TestClient};
 
-/// A `paxosctl` child whose stdout lines are collected by a thread.
+/// A `paxosctl` child whose stdout and stderr lines are collected by two threads.
 struct Cli {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects the lines of `from` into a shared vector, on a thread, until EOF.
+fn collect_lines(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            match line {
+                Ok(line) => sink.lock().expect("lines").push(line),
+                Err(_) => break,
+            }
+        }
+    });
+    lines
 }
 
 impl Cli {
@@ -24,24 +40,16 @@ impl Cli {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn paxosctl");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(line) => sink.lock().expect("lines").push(line),
-                    Err(_) => break,
-                }
-            }
-        });
+        let lines = collect_lines(child.stdout.take().expect("stdout"));
+        let notes = collect_lines(child.stderr.take().expect("stderr"));
         Cli {
             stdin: child.stdin.take(),
             child,
             lines,
+            notes,
         }
     }
 
@@ -53,6 +61,28 @@ impl Cli {
 
     fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines").clone()
+    }
+
+    /// Stderr so far.
+    fn notes(&self) -> Vec<String> {
+        self.notes.lock().expect("notes").clone()
+    }
+
+    /// Waits for a stderr line containing `what`; panics with both streams otherwise.
+    fn wait_note(&self, what: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(note) = self.notes().into_iter().find(|l| l.contains(what)) {
+                return note;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} not on stderr within {within:?}; stderr: {:#?}; stdout: {:#?}",
+                self.notes(),
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until `done(lines)` holds, or panics with what was seen.
@@ -169,4 +199,136 @@ async fn watch_output_equals_dump_log_after_a_leader_kill() {
         "watch --json equals dump-log --json, no gap, no repeat"
     );
     assert_eq!(dumped.len(), log.len());
+}
+
+/// The slot and replica of watch's note `watch: caught up at slot N on replica U (..)`.
+fn caught_up(note: &str) -> (u64, u64) {
+    let number_after = |word: &str| {
+        note.split(word)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {word:?} in {note:?}"))
+    };
+    (number_after(" at slot "), number_after(" on replica "))
+}
+
+/// watch's first pages are linearizable by default: a message acknowledged just before
+/// `watch` starts on a follower lies below where watch says its first pages end. With
+/// heartbeats a second apart, the follower learns that the slot is chosen only from the
+/// leader's next heartbeat, well after the ack, so a first page served from the
+/// follower's applied log as it is would end at the message's slot (three rounds: each
+/// one such chance). `--stale` is accepted and starts from what the follower has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_first_page_from_a_follower_holds_every_acknowledged_message() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.config.heartbeat_ms = 1000;
+    cluster.config.timeout_ms = 5000;
+    cluster.config.validate().expect("valid config");
+    std::fs::write(&cluster.config_path, cluster.config.to_toml_string()).expect("config");
+    cluster.start_all();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let mut client = TestClient::new(&cluster, 78);
+    client
+        .submit("before", Duration::from_secs(20))
+        .await
+        .expect("commit");
+    for round in 0..3 {
+        let (id, slot) = client
+            .submit(
+                &format!("acked before watch {round}"),
+                Duration::from_secs(20),
+            )
+            .await
+            .expect("commit");
+        let watch = Cli::spawn(
+            &cluster,
+            &["watch", "--json", "--uid", &follower.to_string()],
+        );
+        let note = watch.wait_note("caught up at slot", Duration::from_secs(30));
+        let (end, uid) = caught_up(&note);
+        assert!(note.contains("(linearizable)"), "{note}");
+        assert!(
+            end > slot,
+            "round {round}: watch's first pages from replica {uid} (started on follower \
+             {follower}) end at slot {end}, missing {id} acknowledged at slot {slot}"
+        );
+        let line = format!("\"slot\":{slot},\"kind\":\"msg\",\"id\":\"{id}\"");
+        watch.wait_for("the acked message", Duration::from_secs(10), |lines| {
+            lines.iter().any(|l| l.contains(&line))
+        });
+    }
+    let stale = Cli::spawn(
+        &cluster,
+        &["watch", "--json", "--stale", "--uid", &follower.to_string()],
+    );
+    let note = stale.wait_note("caught up at slot", Duration::from_secs(30));
+    assert!(note.contains("(stale)"), "{note}");
+    stale.wait_for("the first message", Duration::from_secs(10), |lines| {
+        lines.iter().any(|l| l.contains("\"body\":\"before\""))
+    });
+}
+
+/// `bench --read` reads the log's tail both ways from a follower, every read checked to
+/// reach its read index (an error otherwise); bad read flags are usage errors (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reads_the_tail_both_ways() {
+    let mut cluster = Cluster::new(1, 0.0);
+    cluster.start_all();
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let mut client = TestClient::new(&cluster, 79);
+    for i in 0..10 {
+        client
+            .submit(&format!("m{i}"), Duration::from_secs(20))
+            .await
+            .expect("commit");
+    }
+    let bench = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paxosctl"))
+            .arg("--config")
+            .arg(&cluster.config_path)
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("run paxosctl bench")
+    };
+    let uid = follower.to_string();
+    for mode in ["linearizable", "stale"] {
+        let out = bench(&[
+            "--read",
+            mode,
+            "--uid",
+            &uid,
+            "--tail",
+            "4",
+            "--clients",
+            "2",
+            "--duration",
+            "0.5",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        assert!(
+            line.starts_with("{\"ops_per_s\":") && line.ends_with("\"errors\":0}"),
+            "{mode}: {line}; {stderr}"
+        );
+    }
+    for args in [
+        &["--read", "stale", "--tail", "0"][..],
+        &["--read", "stale", "--uid", "3"][..],
+        &["--read", "sometimes"][..],
+        &["--tail", "4"][..],
+    ] {
+        let out = bench(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -599,6 +599,8 @@ fn nemesis_short() {
 }
 
 /// The long form run by `bench/nemesis.sh` (default 300 s, `NEMESIS_SECS`).
+/// `NEMESIS_LOST_DISK=0` leaves the lost disk out of the schedule (everything else as
+/// `Nemesis::full`), for a core without lost-disk safety.
 #[test]
 #[ignore = "long form: bench/nemesis.sh"]
 fn nemesis_long() {
@@ -606,7 +608,15 @@ fn nemesis_long() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    nemesis("nemesis_long", secs, Nemesis::full());
+    let lost_disk = std::env::var("NEMESIS_LOST_DISK").map_or(true, |v| v != "0");
+    nemesis(
+        "nemesis_long",
+        secs,
+        Nemesis {
+            lost_disk,
+            ..Nemesis::full()
+        },
+    );
 }
 
 impl Nemesis {

@@ -173,6 +173,9 @@ pub struct LogFollower {
     /// Linearizable first page: ask a read index of the replica before the first read,
     /// so the first pages hold every message acknowledged before following began.
     index_first: bool,
+    /// The next slot when a poll first read up to the answering replica's decided
+    /// prefix, and that replica (`None`: not yet): the first pages ended there.
+    caught_up_at: Option<(Slot, Uid)>,
 }
 
 impl LogFollower {
@@ -185,6 +188,7 @@ impl LogFollower {
             uid: uid % replicas,
             empty_polls: 0,
             index_first: false,
+            caught_up_at: None,
         }
     }
 
@@ -199,6 +203,14 @@ impl LogFollower {
     /// The next slot this follower will hand out.
     pub fn next_slot(&self) -> Slot {
         self.next_slot
+    }
+
+    /// Where the first pages ended: the next slot when a poll first read up to the
+    /// decided prefix of the replica that answered, and that replica (`None` until
+    /// then). With [`LogFollower::linearizable`] every message acknowledged before
+    /// following began lies below that slot.
+    pub fn caught_up_at(&self) -> Option<(Slot, Uid)> {
+        self.caught_up_at
     }
 
     /// The replica currently read from.
@@ -236,6 +248,9 @@ impl LogFollower {
             {
                 Ok((batch, decided_upto)) => {
                     let entries = take_contiguous(&mut self.next_slot, batch);
+                    if self.caught_up_at.is_none() && self.next_slot >= decided_upto {
+                        self.caught_up_at = Some((self.next_slot, self.uid));
+                    }
                     if entries.is_empty() {
                         self.empty_polls += 1;
                         if decided_upto < self.next_slot

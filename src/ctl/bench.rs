@@ -5,12 +5,19 @@
 //! error count at the end ([`BenchReport`]), which renders as one JSON line
 //! ([`BenchSummary`]) and optionally an SVG plot ([`plot_svg`]).
 //!
-//! Bounded: each task has one request in flight; a submit still running at the end is
-//! cut off after one attempt timeout past the end and counted as an error.
+//! With `--read linearizable|stale` the tasks read instead of write: each read is the
+//! tail of replica `--uid`'s applied log (`--tail` slots), linearizable (a read index
+//! through the leader, then the page, as `dump-log` reads) or stale (the page as the
+//! replica has it, as `dump-log --stale`); a read's latency covers both round trips.
+//!
+//! Bounded: each task has one request in flight; an operation still running at the end
+//! is cut off after one attempt timeout past the end and counted as an error.
 
 use super::{escape, out, seconds, CtlError, Format, Globals};
-use crate::client::Client;
+use crate::client::log::Consistency;
+use crate::client::{Client, ClientError};
 use crate::config::Config;
+use crate::core::{Slot, Uid};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::Serialize;
@@ -21,13 +28,15 @@ use std::time::{Duration, Instant};
 
 /// Progress is reported, and throughput sampled, this often.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Most pages one `--read` may take to reach its end before it counts as an error.
+const READ_PAGES_MAX: usize = 8;
 /// Pause of a task after a failed submit, so a refusing cluster is not spun on.
 const ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Load the cluster and report throughput and latency percentiles
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  paxosctl bench --clients 16 --duration 10 --size 100\n  paxosctl bench --clients 64 --duration 30 --size 1000 --plot bench.svg\n\nProgress goes to stderr; stdout gets one line:\n{\"ops_per_s\":..,\"p50_ms\":..,\"p90_ms\":..,\"p99_ms\":..,\"max_ms\":..,\"errors\":..}"
+    after_help = "Examples:\n  paxosctl bench --clients 16 --duration 10 --size 100\n  paxosctl bench --clients 64 --duration 30 --size 1000 --plot bench.svg\n  paxosctl bench --read linearizable --uid 1 --tail 256 --clients 1 --duration 10\n\nProgress goes to stderr; stdout gets one line:\n{\"ops_per_s\":..,\"p50_ms\":..,\"p90_ms\":..,\"p99_ms\":..,\"max_ms\":..,\"errors\":..}"
 )]
 pub struct Bench {
     /// Concurrent clients, each with one request in flight
@@ -42,6 +51,25 @@ pub struct Bench {
     /// Write an SVG of throughput over time and the latency CDF
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Read instead of write: the tail of replica --uid's log, linearizable (a read
+    /// index through the leader first) or stale (as the replica has it)
+    #[arg(long, value_name = "MODE")]
+    pub read: Option<ReadMode>,
+    /// Replica read from (with --read)
+    #[arg(long, value_name = "UID", default_value_t = 0, requires = "read")]
+    pub uid: Uid,
+    /// Slots per read: the last TAIL applied slots (with --read)
+    #[arg(long, value_name = "TAIL", default_value_t = 256, requires = "read")]
+    pub tail: u32,
+}
+
+/// How `bench --read` reads.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Read index through the leader, then the page (dump-log's default)
+    Linearizable,
+    /// The replica's applied log as it is (dump-log --stale)
+    Stale,
 }
 
 impl Bench {
@@ -53,10 +81,38 @@ impl Bench {
         if self.clients == 0 {
             return Err(CtlError::Usage("--clients must be at least 1".into()));
         }
+        let workload = match self.read {
+            None => Workload::Submit {
+                size_bytes: self.size,
+            },
+            Some(mode) => {
+                config.check_uid(self.uid)?;
+                if self.tail == 0 || self.tail > crate::client::log::READ_ENTRIES_MAX {
+                    return Err(CtlError::Usage(format!(
+                        "--tail {}: must be 1..={}",
+                        self.tail,
+                        crate::client::log::READ_ENTRIES_MAX
+                    )));
+                }
+                Workload::Read {
+                    consistency: match mode {
+                        ReadMode::Linearizable => Consistency::Linearizable,
+                        ReadMode::Stale => Consistency::Stale,
+                    },
+                    uid: self.uid,
+                    tail: self.tail,
+                }
+            }
+        };
+        let what = if self.read.is_some() {
+            "reads"
+        } else {
+            "commits"
+        };
         let options = BenchOptions {
             clients: self.clients,
             duration,
-            size_bytes: self.size,
+            workload,
         };
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(duration.as_millis() as u64),
@@ -69,7 +125,7 @@ impl Bench {
         let report = run_bench(&config, &options, |p| {
             bar.set_position(p.elapsed.as_millis() as u64);
             bar.set_message(format!(
-                "{} commits, {:.0} ops/s, {} errors",
+                "{} {what}, {:.0} ops/s, {} errors",
                 p.ops, p.ops_per_s, p.errors
             ));
         })
@@ -85,19 +141,27 @@ impl Bench {
             );
         }
         if let Some(path) = &self.plot {
-            let title = format!(
-                "paxos bench: {} clients, {} B messages, {:.0} ops/s",
-                self.clients, self.size, summary.ops_per_s
-            );
+            let title = match self.read {
+                None => format!(
+                    "paxos bench: {} clients, {} B messages, {:.0} ops/s",
+                    self.clients, self.size, summary.ops_per_s
+                ),
+                Some(mode) => format!(
+                    "paxos bench: {} clients, {mode:?} reads of {} slots from replica {}, {:.0} ops/s",
+                    self.clients, self.tail, self.uid, summary.ops_per_s
+                ),
+            };
             plot_svg(&report, path, &title).map_err(CtlError::Failed)?;
             eprintln!("wrote {}", path.display());
         }
         if report.ops == 0 {
             let why = report.first_error.as_deref().unwrap_or("no error either");
-            return Err(CtlError::Failed(format!(
-                "no message was committed: {}",
-                escape(why)
-            )));
+            let none = if self.read.is_some() {
+                "no read completed"
+            } else {
+                "no message was committed"
+            };
+            return Err(CtlError::Failed(format!("{none}: {}", escape(why))));
         }
         Ok(())
     }
@@ -108,7 +172,81 @@ impl Bench {
 pub struct BenchOptions {
     pub clients: usize,
     pub duration: Duration,
-    pub size_bytes: usize,
+    pub workload: Workload,
+}
+
+/// What each task does, one operation after another.
+#[derive(Clone, Copy, Debug)]
+pub enum Workload {
+    /// Submit a `size_bytes` message.
+    Submit { size_bytes: usize },
+    /// Read the last `tail` applied slots of replica `uid`'s log.
+    Read {
+        consistency: Consistency,
+        uid: Uid,
+        tail: u32,
+    },
+}
+
+/// One task's state between operations.
+struct Task {
+    client: Client,
+    workload: Workload,
+    body: String,
+    /// The replica's decided prefix as its last read answered (where the tail ends).
+    decided_upto: Slot,
+}
+
+impl Task {
+    /// One operation: a submit, or a read of the log's tail.
+    async fn op(&mut self) -> Result<(), ClientError> {
+        match self.workload {
+            Workload::Submit { .. } => self.client.submit(&self.body).await.map(|_| ()),
+            Workload::Read {
+                consistency,
+                uid,
+                tail,
+            } => {
+                let end = match consistency {
+                    Consistency::Linearizable => self.client.read_index(uid).await?,
+                    Consistency::Stale => self.decided_upto,
+                };
+                // Page until the read reaches `end`, as dump-log does: a replica's page
+                // may stop short (where its store ends and the entries it holds in
+                // memory begin). Anything else is a broken read, not a fast one.
+                let from = end.saturating_sub(Slot::from(tail));
+                let mut next = from;
+                for _ in 0..READ_PAGES_MAX {
+                    let want = u32::try_from(end.saturating_sub(next))
+                        .unwrap_or(tail)
+                        .clamp(1, tail);
+                    let (entries, decided_upto) = self.client.read_log(uid, next, want, 0).await?;
+                    self.decided_upto = decided_upto;
+                    match entries.last() {
+                        Some(last) if last.slot >= next => next = last.slot + 1,
+                        _ => break,
+                    }
+                    if next >= end {
+                        return Ok(());
+                    }
+                }
+                if end == 0 {
+                    return Ok(());
+                }
+                Err(ClientError::Replica {
+                    uid,
+                    addr: self
+                        .client
+                        .config()
+                        .replica_addr(uid)
+                        .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+                    reason: format!(
+                        "read of slots {from}..{end} ended at {next} after {READ_PAGES_MAX} pages at most"
+                    ),
+                })
+            }
+        }
+    }
 }
 
 /// Counters as seen at one tick.
@@ -202,23 +340,33 @@ pub async fn run_bench(
     let started = Instant::now();
     let end = started + options.duration;
     let mut tasks = Vec::with_capacity(options.clients);
+    let size_bytes = match options.workload {
+        Workload::Submit { size_bytes } => size_bytes,
+        Workload::Read { .. } => 0,
+    };
     for _ in 0..options.clients {
-        let mut client = Client::new(config.clone());
+        let client = Client::new(config.clone());
         let cutoff = end + client.options().attempt_timeout;
         let body: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
-            .take(options.size_bytes)
+            .take(size_bytes)
             .map(char::from)
             .collect();
+        let mut task = Task {
+            client,
+            workload: options.workload,
+            body,
+            decided_upto: 0,
+        };
         let (ops, errors, stop) = (ops.clone(), errors.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut first_error: Option<String> = None;
             while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                 let sent = Instant::now();
-                let result = tokio::time::timeout_at(cutoff.into(), client.submit(&body)).await;
+                let result = tokio::time::timeout_at(cutoff.into(), task.op()).await;
                 match result {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(())) => {
                         latencies.push(sent.elapsed());
                         ops.fetch_add(1, Ordering::Relaxed);
                     }
@@ -231,7 +379,8 @@ pub async fn run_bench(
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error.get_or_insert_with(|| {
-                            "a submit still unanswered when the run ended was cut off".to_string()
+                            "an operation still unanswered when the run ended was cut off"
+                                .to_string()
                         });
                     }
                 }

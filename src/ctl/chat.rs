@@ -151,6 +151,7 @@ async fn chat(
             follow(
                 &mut follower,
                 |note| notes.note(note),
+                |_, _| {},
                 |entry| {
                     if let Some(line) = chat_line(entry) {
                         screen.show(line)?;

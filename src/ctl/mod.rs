@@ -38,7 +38,7 @@ pub mod watch;
 use crate::client::log::{LogFollower, FOLLOW_WAIT_MS};
 use crate::client::{ClientError, ClientOptions};
 use crate::config::Config;
-use crate::core::LogEntry;
+use crate::core::{LogEntry, Slot, Uid};
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
@@ -400,13 +400,17 @@ pub fn seconds(s: f64, flag: &str) -> Result<Duration, CtlError> {
     Ok(Duration::from_secs_f64(s))
 }
 
-/// Hands every entry to `sink`, forever, reporting unreachability (once) through `note`.
+/// Hands every entry to `sink`, forever, reporting unreachability (once) through `note`,
+/// and calling `caught_up` once with [`LogFollower::caught_up_at`] after the entries of
+/// the poll that first read up to a replica's decided prefix.
 pub async fn follow(
     follower: &mut LogFollower,
     mut note: impl FnMut(String),
+    mut caught_up: impl FnMut(Slot, Uid),
     mut sink: impl FnMut(&LogEntry) -> Result<(), CtlError>,
 ) -> Result<(), CtlError> {
     let mut down = false;
+    let mut announced = false;
     loop {
         match follower.poll(FOLLOW_WAIT_MS).await {
             Ok(entries) => {
@@ -419,6 +423,10 @@ pub async fn follow(
                 }
                 for entry in &entries {
                     sink(entry)?;
+                }
+                if let (false, Some((slot, uid))) = (announced, follower.caught_up_at()) {
+                    announced = true;
+                    caught_up(slot, uid);
                 }
             }
             Err(e) => {

@@ -23,6 +23,12 @@
 //! also sends to the leader). Without it, each channel balances over all endpoints and
 //! a follower forwards the proposal to the leader (one more hop).
 //!
+//! Reads (`--read l|s`, for `../reads.sh`): before the clock starts, `--keys K` keys
+//! `r/00000`.. are written with `--size`-byte values; then each client, one range read
+//! after another, gets all K of them (`get r/ --prefix --limit K`), linearizable (`l`,
+//! etcd's default: a ReadIndex round through the leader) or serializable (`s`: the
+//! member's local store). `--target-follower` sends to a follower's endpoint only.
+//!
 //! Output: progress on stderr; on stdout one line
 //! `{"ops_per_s":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..,"errors":..}`
 //! computed exactly as `paxosctl bench` does (nearest-rank quantiles of every successful
@@ -30,7 +36,7 @@
 //! values rounded to 3 decimals).
 
 use clap::Parser;
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::process::ExitCode;
@@ -65,9 +71,18 @@ struct Args {
     /// Value size in bytes
     #[arg(long, default_value_t = 100)]
     size: usize,
-    /// Send every put to the current leader's endpoint only
-    #[arg(long)]
+    /// Send every request to the current leader's endpoint only
+    #[arg(long, conflicts_with = "target_follower")]
     target_leader: bool,
+    /// Send every request to one follower's endpoint only
+    #[arg(long)]
+    target_follower: bool,
+    /// Range reads instead of puts: l = linearizable (etcd's default), s = serializable
+    #[arg(long, value_name = "l|s")]
+    read: Option<String>,
+    /// Keys per range read (written before the clock starts), with --read
+    #[arg(long, default_value_t = 256)]
+    keys: usize,
     /// Bound on one put, and on the cut-off after the end (ms)
     #[arg(long, default_value_t = 2000)]
     timeout_ms: u64,
@@ -96,8 +111,13 @@ fn connect_options(timeout: Duration) -> ConnectOptions {
         .with_timeout(timeout)
 }
 
-/// The endpoint whose member is the leader, by asking each endpoint for its status.
-async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String, String> {
+/// The endpoint whose member is the leader (or, with `!leader`, a follower), by asking
+/// each endpoint for its status.
+async fn find_member(
+    endpoints: &[String],
+    timeout: Duration,
+    leader: bool,
+) -> Result<String, String> {
     let mut last_error = String::from("no endpoints");
     for ep in endpoints {
         let attempt = async {
@@ -107,28 +127,38 @@ async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String, 
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(status)) => {
                 let me = status.header().map(|h| h.member_id()).unwrap_or(0);
-                if me != 0 && status.leader() == me {
+                let is_leader = me != 0 && status.leader() == me;
+                if me != 0 && status.leader() != 0 && is_leader == leader {
                     return Ok(ep.clone());
                 }
-                last_error = format!("{ep} is not the leader");
+                last_error = format!(
+                    "{ep} is not a {}",
+                    if leader { "leader" } else { "follower" }
+                );
             }
             Ok(Err(e)) => last_error = format!("{ep}: {e}"),
             Err(_) => last_error = format!("{ep}: status timed out"),
         }
     }
-    Err(format!("no leader found: {last_error}"))
+    Err(format!("no such member found: {last_error}"))
 }
 
 async fn run(args: Args) -> Result<ExitCode, String> {
     if args.clients == 0 {
         return Err("--clients must be at least 1".into());
     }
+    let serializable = match args.read.as_deref() {
+        None => None,
+        Some("l") => Some(false),
+        Some("s") => Some(true),
+        Some(other) => return Err(format!("--read {other}: must be l or s")),
+    };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let endpoints: Vec<String> = if args.target_leader {
+    let endpoints: Vec<String> = if args.target_leader || args.target_follower {
         // A fresh cluster may still be electing: retry for a few seconds.
         let mut found = Err(String::new());
         for _ in 0..20 {
-            found = find_leader(&args.endpoints, timeout).await;
+            found = find_member(&args.endpoints, timeout, args.target_leader).await;
             if found.is_ok() {
                 break;
             }
@@ -158,6 +188,20 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             .map_err(|e| format!("connect {}: {e}", endpoints.join(",")))?;
         channels.push(c.kv_client());
     }
+    let keys = args.keys.max(1) as i64;
+    if serializable.is_some() {
+        let mut kv = channels[0].clone();
+        let value: Vec<u8> = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(args.size)
+            .collect();
+        for i in 0..keys {
+            kv.put(format!("r/{i:05}"), value.clone(), None)
+                .await
+                .map_err(|e| format!("writing the keys to read: {e}"))?;
+        }
+        eprintln!("etcd-bench: reading {keys} keys r/.. per get, serializable: {serializable:?}");
+    }
 
     let ops = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -181,9 +225,20 @@ async fn run(args: Args) -> Result<ExitCode, String> {
                 let key = format!("k{client}-{seq}");
                 seq += 1;
                 let sent = Instant::now();
-                let put = kv.put(key, value.clone(), None);
-                match tokio::time::timeout_at(cutoff.into(), put).await {
-                    Ok(Ok(_)) => {
+                let op = async {
+                    match serializable {
+                        None => kv.put(key, value.clone(), None).await.map(|_| ()),
+                        Some(serializable) => {
+                            let mut options = GetOptions::new().with_prefix().with_limit(keys);
+                            if serializable {
+                                options = options.with_serializable();
+                            }
+                            kv.get("r/", Some(options)).await.map(|_| ())
+                        }
+                    }
+                };
+                match tokio::time::timeout_at(cutoff.into(), op).await {
+                    Ok(Ok(())) => {
                         latencies.push(sent.elapsed());
                         ops.fetch_add(1, Ordering::Relaxed);
                     }
@@ -208,7 +263,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         ticker.tick().await;
         let now_ops = ops.load(Ordering::Relaxed);
         eprintln!(
-            "{:>5.1}s {} puts, {:.0} ops/s, {} errors",
+            "{:>5.1}s {} ops, {:.0} ops/s, {} errors",
             started.elapsed().as_secs_f64(),
             now_ops,
             (now_ops - last_ops) as f64 / TICK.as_secs_f64(),
