@@ -6,7 +6,9 @@
 //! Consistency: a reader sees only slots below `durable_upto`, which `persist` raises
 //! after its sync returned. The segment writer registers a sealed segment in the index
 //! ([`LogShared::register`]) *before* it deletes the segment's slots from sled, so a slot
-//! a reader misses in sled is found in the index when it looks again.
+//! a reader misses in sled is found in the index when it looks again. The open bulk
+//! segment (`bulk.rs`) is in the index after the sealed chain; its view is replaced after
+//! every durable append, and sealing swaps it for the sealed file in one step.
 //!
 //! Memory: the index holds one small record per segment (the parsed footer, about 28
 //! bytes a block, once a segment is read); decoded blocks are kept in an LRU of at most
@@ -32,6 +34,9 @@ pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 pub(super) struct Segment {
     pub name: SegmentName,
     footer: OnceLock<Arc<Footer>>,
+    /// An open bulk segment's file, opened once: readers holding this view keep reading
+    /// it after the file is sealed and removed. `None`: open `name.path` per read.
+    file: Option<Arc<File>>,
 }
 
 impl Segment {
@@ -39,6 +44,17 @@ impl Segment {
         Segment {
             name,
             footer: OnceLock::new(),
+            file: None,
+        }
+    }
+
+    /// A view of an open bulk segment: slots `name.first..name.end` in the blocks of
+    /// `footer`, read from `file`.
+    pub fn open_view(name: SegmentName, footer: Footer, file: Arc<File>) -> Segment {
+        Segment {
+            name,
+            footer: OnceLock::from(Arc::new(footer)),
+            file: Some(file),
         }
     }
 
@@ -89,8 +105,8 @@ pub(super) struct LogShared {
     decided: sled::Tree,
     /// Every slot below this is applied and durable (raised after each `persist`).
     durable_upto: AtomicU64,
-    /// The segment chain from slot 0, in slot order.
-    segments: RwLock<Vec<Arc<Segment>>>,
+    /// The segment chain from slot 0, in slot order, and the open bulk segment after it.
+    segments: RwLock<Chain>,
     cache: Mutex<BlockCache>,
 }
 
@@ -99,12 +115,13 @@ impl LogShared {
         LogShared {
             decided,
             durable_upto: AtomicU64::new(durable_upto),
-            segments: RwLock::new(
-                segments
+            segments: RwLock::new(Chain {
+                sealed: segments
                     .into_iter()
                     .map(|s| Arc::new(Segment::new(s)))
                     .collect(),
-            ),
+                open: None,
+            }),
             cache: Mutex::new(BlockCache::default()),
         }
     }
@@ -119,25 +136,52 @@ impl LogShared {
 
     /// The end of the segment chain: every slot below it is in a segment.
     pub fn segments_end(&self) -> Slot {
-        self.read_segments().last().map_or(0, |s| s.name.end)
+        self.read_segments().sealed_end()
     }
 
-    fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+    fn read_segments(&self) -> std::sync::RwLockReadGuard<'_, Chain> {
         self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_segments(&self) -> std::sync::RwLockWriteGuard<'_, Chain> {
+        self.segments.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds a sealed, durable segment at the end of the chain (before its slots leave
     /// sled: see the module doc).
     pub fn register(&self, name: SegmentName) {
-        let mut segments = self.segments.write().unwrap_or_else(|p| p.into_inner());
-        debug_assert_eq!(segments.last().map_or(0, |s| s.name.end), name.first);
-        segments.push(Arc::new(Segment::new(name)));
+        let mut chain = self.write_segments();
+        debug_assert_eq!(chain.sealed_end(), name.first);
+        debug_assert!(chain.open.is_none());
+        chain.sealed.push(Arc::new(Segment::new(name)));
+    }
+
+    /// Shows readers the open bulk segment as it now is (after each durable append).
+    pub fn set_open(&self, view: Segment) {
+        let mut chain = self.write_segments();
+        debug_assert_eq!(chain.sealed_end(), view.name.first);
+        chain.open = Some(Arc::new(view));
+    }
+
+    /// The open bulk segment became the sealed segment `name` (same slots, same blocks):
+    /// one step for readers, so no slot is ever missing from the index.
+    pub fn seal_open(&self, name: SegmentName) {
+        let mut chain = self.write_segments();
+        debug_assert_eq!(chain.sealed_end(), name.first);
+        debug_assert_eq!(chain.open.as_ref().map(|o| o.name.end), Some(name.end));
+        chain.open = None;
+        chain.sealed.push(Arc::new(Segment::new(name)));
     }
 
     fn segment_of(&self, slot: Slot) -> Option<Arc<Segment>> {
-        let segments = self.read_segments();
-        let i = segments.partition_point(|s| s.name.end <= slot);
-        segments.get(i).filter(|s| s.name.first <= slot).cloned()
+        let chain = self.read_segments();
+        let i = chain.sealed.partition_point(|s| s.name.end <= slot);
+        chain
+            .sealed
+            .get(i)
+            .or(chain.open.as_ref())
+            .filter(|s| s.name.first <= slot && slot < s.name.end)
+            .cloned()
     }
 
     fn block(
@@ -174,11 +218,19 @@ impl LogShared {
         page: &mut Page,
     ) -> Result<(), Error> {
         let footer = segment.footer()?;
-        let file = File::open(&segment.name.path)
-            .map_err(|e| Error::io(format!("opening {}", segment.name.path.display()), e))?;
+        let opened;
+        let file: &File = match &segment.file {
+            Some(file) => file,
+            None => {
+                opened = File::open(&segment.name.path).map_err(|e| {
+                    Error::io(format!("opening {}", segment.name.path.display()), e)
+                })?;
+                &opened
+            }
+        };
         let mut i = footer.block_of(*next);
         while *next < segment.name.end.min(upto) && !page.full() {
-            let block = self.block(segment, &file, &footer, i)?;
+            let block = self.block(segment, file, &footer, i)?;
             let first = footer.blocks[i].first;
             for entry in block.iter().skip((*next - first) as usize) {
                 if *next >= upto || !page.push(entry.clone()) {
@@ -243,6 +295,19 @@ impl LogShared {
             }
         }
         Ok(page.entries)
+    }
+}
+
+/// The segment index: sealed segments chained from slot 0, then the open bulk segment
+/// (if any), which starts where the sealed chain ends.
+struct Chain {
+    sealed: Vec<Arc<Segment>>,
+    open: Option<Arc<Segment>>,
+}
+
+impl Chain {
+    fn sealed_end(&self) -> Slot {
+        self.sealed.last().map_or(0, |s| s.name.end)
     }
 }
 

@@ -16,7 +16,11 @@
 //! - `segments/log-<first>-<end>.seg`: the applied log below the tail, immutable files of
 //!   `segment_slots` slots each, chained from slot 0, each value stored once (see
 //!   `segment.rs` for the file format: blocks of up to [`DEFAULT_BLOCK_SLOTS`] entries,
-//!   zstd-compressed, crc32 per block, an index in the footer).
+//!   zstd-compressed, crc32 per block, an index in the footer). A segment is usually
+//!   `segment_slots` long; the bulk path (below) also seals shorter ones;
+//! - `segments/log-<first>.open`: at most one *open segment*, the bulk path's file (see
+//!   `bulk.rs`): slots `first..` of the applied log, after the sealed chain, while a long
+//!   run of applied entries (a catch-up) is written.
 //!
 //! Slot keys are big-endian `u64`. Every sled value is `crc32 (u32 BE) | postcard`,
 //! checked on every read; a mismatch is [`Error::Corrupt`] naming the tree (or segment
@@ -41,6 +45,20 @@
 //! unless its slot's applied entry is kept (no accepted value vouched for is lost), and
 //! a session checkpoint is never kept without the applied entries below it.
 //!
+//! # The bulk path (catch-up at disk speed)
+//!
+//! A `persist` whose Decided records extend the applied log by at least
+//! `bulk_min_entries` ([`BULK_MIN_ENTRIES`], one catch-up chunk) does not write them to
+//! sled: it pauses the segment writer, seals the sled tail below them itself, creates an
+//! open segment at the log's end, and appends the run to it (zstd blocks, one frame a
+//! block, one write and one `fdatasync` a call) *before* it applies the rest of the call
+//! (promise, session checkpoint, accepts) to sled, and skips sled's flush when nothing
+//! else was written. Later calls append to the open segment while their runs stay
+//! longer than a quarter of `bulk_min_entries`; it is sealed into an ordinary segment once
+//! it holds `segment_slots` slots or when a shorter run arrives (which then goes to
+//! sled as before, and the segment writer resumes after the sealed chain). Each entry is
+//! written once (twice counting the seal's copy of its compressed block) instead of to
+//! sled's log, its page file, read back, compressed and deleted. Crash safety: `bulk.rs`.
 //! # Segments: when and why it is safe
 //!
 //! One background thread (`writer.rs`, never `persist`) waits until the durable applied
@@ -57,7 +75,9 @@
 //!
 //! # Restart
 //!
-//! `open` lists segment *names* only (the chain must run from slot 0 without a gap:
+//! `open` first recovers an open segment a crash or stop left (its checked prefix is
+//! sealed; it holds at most `segment_slots` plus one call's run), then lists segment
+//! *names* only (the chain must run from slot 0 without a gap:
 //! segments are the only copy of their slots, so a gap is [`Error::Corrupt`]) and looks
 //! at the first and last key of `decided`; `load` reads `accepted`, the session
 //! checkpoint and the applied entries after it (the tail the core replays, at most
@@ -89,10 +109,12 @@
 //! - `log.rs`: [`SledLog`], the reader of the applied log (segments + sled tail).
 //! - `segment.rs`: the segment file format.
 //! - `writer.rs`: the background segment writer.
+//! - `bulk.rs`: the open segment of the bulk path (format, append, recovery, seal).
 //! - `codec.rs`: the value codec (crc32 + postcard) and slot keys.
 //! - `offline.rs`: [`open_offline`] / [`read_offline`], for a stopped replica's store.
 //! - `sync.rs`: making a flush durable (blob files, `sync_data` of sled's data file).
 
+mod bulk;
 mod codec;
 mod log;
 mod offline;
@@ -125,6 +147,8 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const DEFAULT_SEGMENT_SLOTS: u64 = 65_536;
 /// Most entries in one segment block unless [`StoreOptions`] says otherwise.
 pub const DEFAULT_BLOCK_SLOTS: u32 = 512;
+/// The bulk path's threshold unless [`StoreOptions`] says otherwise: one catch-up chunk.
+pub const BULK_MIN_ENTRIES: usize = 1024;
 /// sled's page cache bound unless [`StoreOptions`] says otherwise.
 pub const SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -170,6 +194,9 @@ pub struct StoreOptions {
     pub compression: Compression,
     /// Bound of sled's page cache.
     pub sled_cache_bytes: u64,
+    /// A `persist` that extends the applied log by at least this many entries while no
+    /// open segment exists starts one (the bulk path, see `bulk.rs`); 0 never does.
+    pub bulk_min_entries: usize,
     /// Test hook: the segment writer sleeps this long between the steps of sealing a
     /// segment, so that a `kill -9` lands inside it.
     #[doc(hidden)]
@@ -183,6 +210,7 @@ impl Default for StoreOptions {
             block_slots: DEFAULT_BLOCK_SLOTS,
             compression: Compression::Zstd(3),
             sled_cache_bytes: SLED_CACHE_BYTES,
+            bulk_min_entries: BULK_MIN_ENTRIES,
             segment_pause_ms: 0,
         }
     }
@@ -206,6 +234,9 @@ pub struct SledStorage {
     poisoned: Option<String>,
     /// Number of successful `persist` calls that flushed (one flush each).
     flushes: u64,
+    options: StoreOptions,
+    /// The open bulk segment, if a long run of applied entries is being written.
+    open: Option<bulk::OpenSegment>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -269,6 +300,7 @@ impl SledStorage {
             Err(e) => return Err(Error::io(format!("creating {}", segment_dir.display()), e)),
         }
         segment::remove_temp_files(&segment_dir);
+        recover_open_segments(&trees, &segment_dir, options)?;
         let (segments, decided_upto) = locate(&trees, &segment_dir)?;
         let segments_end = segments.last().map_or(0, |s| s.end);
         // Repairs after a crash: slots already in a segment whose deletion from sled was
@@ -312,6 +344,8 @@ impl SledStorage {
             decided_upto,
             poisoned: None,
             flushes: 0,
+            options,
+            open: None,
         })
     }
 
@@ -357,6 +391,39 @@ impl SledStorage {
     /// Applies `records` and makes them durable; on error the caller poisons the storage.
     /// Returns the new end of the applied log.
     fn write(&mut self, records: &[Record]) -> Result<Slot, Error> {
+        let extends = extends_by(records, self.decided_upto);
+        if self.open.is_some() && extends > 0 && extends < self.options.bulk_min_entries as u64 / 4
+        {
+            // The long run is over: back to sled for the entries at the write rate.
+            self.seal_open()?;
+        }
+        if self.open.is_none()
+            && self.options.bulk_min_entries > 0
+            && extends >= self.options.bulk_min_entries as u64
+            && self.options.segment_slots > 0
+            && self.writer.usable()
+        {
+            self.start_open()?;
+        }
+        let bulk = self.open.is_some();
+        // Accepts to delete with the applied entries of the bulk run (usually none: an
+        // acceptor accepts little above its prefix while it catches up).
+        let mut accepts_present: std::collections::HashSet<Slot> = if bulk && extends > 0 {
+            let (from, to) = (self.decided_upto, self.decided_upto + extends);
+            self.trees
+                .accepted
+                .range(from.to_be_bytes()..to.to_be_bytes())
+                .keys()
+                .map(|k| {
+                    k.map_err(|e| sled_error("reading tree `accepted`", e))
+                        .and_then(|k| decode_slot(TREE_ACCEPTED, &k))
+                })
+                .collect::<Result<_, Error>>()?
+        } else {
+            Default::default()
+        };
+        let mut bulk_raw: Vec<u8> = Vec::new();
+        let mut bulk_sizes: Vec<usize> = Vec::new();
         let mut promise = self.promised;
         let mut upto = self.decided_upto;
         let mut accepted = Batches::default();
@@ -383,6 +450,9 @@ impl SledStorage {
                         continue;
                     }
                     accepted.insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
+                    if bulk {
+                        accepts_present.insert(*slot);
+                    }
                     if promise.is_none_or(|p| p < *ballot) {
                         promise = Some(*ballot);
                     }
@@ -399,8 +469,22 @@ impl SledStorage {
                         );
                         continue;
                     }
-                    decided.insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
-                    accepted.remove(&slot.to_be_bytes());
+                    if bulk {
+                        let before = bulk_raw.len();
+                        bulk_raw = postcard::to_extend(&(*dup, value), bulk_raw).map_err(|e| {
+                            Error::Encode {
+                                what: "applied entry".to_string(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        bulk_sizes.push(bulk_raw.len() - before);
+                        if accepts_present.contains(slot) {
+                            accepted.remove(&slot.to_be_bytes());
+                        }
+                    } else {
+                        decided.insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
+                        accepted.remove(&slot.to_be_bytes());
+                    }
                     upto += 1;
                 }
                 Record::SessionsCheckpoint {
@@ -439,6 +523,23 @@ impl SledStorage {
                 }
             }
         }
+        // The bulk run first, durable before sled sees anything of this call (sled may
+        // flush on its own at any time: bulk.rs, crash argument 2).
+        if let Some(open) = &mut self.open {
+            if !bulk_sizes.is_empty() {
+                let pause_ms = self.options.segment_pause_ms;
+                let pause = move || pause_for(pause_ms);
+                open.append(&bulk_raw, &bulk_sizes, self.options.block_slots, &pause)?;
+                debug_assert_eq!(open.end, upto);
+                self.log.set_open(open.view());
+            }
+        }
+        let sled_dirty = promise != self.promised
+            || !decided.is_empty()
+            || sessions.is_some()
+            || !accepted.is_empty()
+            || identity.is_some()
+            || peer_stores.is_some();
         // Store ids go first: a Registered or Promise sent after this flush vouches for
         // them (one meta key each, rewritten whole: a few bytes per replica).
         if let Some(identity) = identity {
@@ -472,9 +573,59 @@ impl SledStorage {
                 .map_err(|e| sled_error("writing the session checkpoint", e))?;
         }
         accepted.apply(&self.trees.accepted, "writing accepted entries")?;
-        self.sync()?;
+        if sled_dirty {
+            self.sync()?;
+        }
         self.promised = promise;
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.slots() >= self.options.segment_slots)
+        {
+            self.seal_open()?;
+        }
         Ok(upto)
+    }
+
+    /// Starts the bulk path at the end of the applied log: the segment writer is paused
+    /// and the sled tail sealed (so the open segment starts where the sealed chain ends),
+    /// then the open segment file is created durably.
+    fn start_open(&mut self) -> Result<(), Error> {
+        let upto = self.decided_upto;
+        self.writer
+            .take_over(&self.log, &self.trees.decided, upto)
+            .map_err(|reason| Error::Sled {
+                context: format!("sealing the sled tail below slot {upto} for a bulk write"),
+                reason,
+            })?;
+        let dir = self.dir.join(SEGMENT_DIR);
+        self.open = Some(bulk::OpenSegment::create(
+            &dir,
+            upto,
+            self.options.compression,
+        )?);
+        debug!(first = upto, "bulk segment opened");
+        Ok(())
+    }
+
+    /// Seals the open bulk segment (if any) into an ordinary segment, switches the
+    /// readers to it, removes the open file and resumes the segment writer after it.
+    fn seal_open(&mut self) -> Result<(), Error> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        if open.slots() > 0 {
+            let pause_ms = self.options.segment_pause_ms;
+            let pause = move || pause_for(pause_ms);
+            let name = open.seal(&self.dir.join(SEGMENT_DIR), &pause)?;
+            info!(file = %name.path.display(), "bulk segment sealed");
+            self.log.seal_open(name);
+            pause();
+        }
+        let end = open.end;
+        open.remove();
+        self.writer.resume(end);
+        Ok(())
     }
 }
 
@@ -541,6 +692,10 @@ struct Batches {
 }
 
 impl Batches {
+    fn is_empty(&self) -> bool {
+        self.ops == 0 && self.done.is_empty()
+    }
+
     fn next(&mut self) -> &mut sled::Batch {
         if self.ops == BATCH_OPS_MAX {
             self.done.push(std::mem::take(&mut self.current));
@@ -565,6 +720,80 @@ impl Batches {
         }
         Ok(())
     }
+}
+
+/// How many entries `records` append to an applied log that ends at `upto` (Decided
+/// records of slots `upto, upto + 1, ...`; others are dropped by `write` anyway).
+fn extends_by(records: &[Record], upto: Slot) -> u64 {
+    let mut next = upto;
+    for record in records {
+        if let Record::Decided { slot, .. } = record {
+            if *slot == next {
+                next += 1;
+            }
+        }
+    }
+    next - upto
+}
+
+/// The crash tests' pause between the steps of writing a segment.
+fn pause_for(ms: u64) {
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Open bulk segments a crash (or a stop) left behind (`bulk.rs`, crash argument 3): one
+/// that starts below the end of the sealed chain was sealed already and is removed; one
+/// that starts at its end is read back (its checked prefix) and sealed; one past it is a
+/// gap.
+fn recover_open_segments(
+    trees: &Trees,
+    segment_dir: &Path,
+    options: StoreOptions,
+) -> Result<(), Error> {
+    let open = bulk::list_open(segment_dir)?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let mut chain_end = segment::list_segments(segment_dir)?
+        .last()
+        .map_or(0, |s| s.end);
+    for (first, path) in open {
+        if first < chain_end {
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        if first > chain_end {
+            return Err(Error::Corrupt {
+                tree: format!("open segment {}", path.display()),
+                key: slot_name(chain_end),
+                reason: format!(
+                    "the sealed segments end at slot {chain_end}, this file starts at {first}"
+                ),
+            });
+        }
+        if let Some(item) = trees.decided.range(first.to_be_bytes()..).next() {
+            let (key, _) = item.map_err(|e| sled_error("reading tree `decided`", e))?;
+            return Err(Error::Corrupt {
+                tree: TREE_DECIDED.to_string(),
+                key: slot_name(decode_slot(TREE_DECIDED, &key)?),
+                reason: format!(
+                    "in sled while the open segment {} from slot {first} exists",
+                    path.display()
+                ),
+            });
+        }
+        let open = bulk::recover(&path, first, options.compression)?;
+        if open.slots() > 0 {
+            let name = open.seal(segment_dir, &|| {})?;
+            info!(file = %name.path.display(), "open bulk segment recovered and sealed");
+            chain_end = name.end;
+        }
+        open.remove();
+    }
+    Ok(())
 }
 
 /// What `load` returns, for a read-write or an offline store.

@@ -2,7 +2,9 @@
 //! whose [`OfflineStore::log`] streams the applied log page by page, behind
 //! `paxosctl dump-log --data-dir DIR`) and [`read_offline`] (what `load` would return).
 
+use super::bulk;
 use super::log::LogShared;
+use super::segment::Compression;
 use super::SledLog;
 use super::{
     load_state, locate, open_db, StoreMeta, Trees, SEGMENT_DIR, SLED_CACHE_BYTES, SLED_CONF_FILE,
@@ -82,12 +84,27 @@ pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
     let meta = trees
         .read_meta()?
         .ok_or_else(|| not_a_store(format!("no uid/cluster_id in `{TREE_META}`")))?;
-    let (segments, decided_upto) = locate(&trees, &dir.join(SEGMENT_DIR))?;
+    let segment_dir = dir.join(SEGMENT_DIR);
+    let (segments, mut decided_upto) = locate(&trees, &segment_dir)?;
+    let segments_end = segments.last().map_or(0, |s| s.end);
     let log = Arc::new(LogShared::new(
         trees.decided.clone(),
         segments,
         decided_upto,
     ));
+    // An open bulk segment the replica was writing when it stopped: read in place (its
+    // checked prefix), never repaired here. One starting below the sealed chain's end is
+    // a leftover of a finished seal (its slots are in the chain).
+    for (first, path) in bulk::list_open(&segment_dir)? {
+        if first == segments_end && decided_upto == segments_end {
+            let open = bulk::recover(&path, first, Compression::Zstd(3))?;
+            if open.slots() > 0 {
+                decided_upto = open.end;
+                log.set_open(open.view());
+                log.set_durable_upto(decided_upto);
+            }
+        }
+    }
     Ok(OfflineStore {
         meta,
         trees,

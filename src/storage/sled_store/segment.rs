@@ -59,7 +59,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn codec(self) -> u8 {
+    pub(super) fn codec(self) -> u8 {
         match self {
             Compression::None => 0,
             Compression::Zstd(_) => 1,
@@ -71,20 +71,30 @@ impl Compression {
 #[derive(Clone, Debug)]
 pub(super) struct BlockMeta {
     pub first: Slot,
-    offset: u64,
-    stored_len: u32,
-    raw_len: u32,
-    crc: u32,
+    /// Where the block's stored bytes start in its file.
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    /// crc32 of the stored bytes.
+    pub crc: u32,
 }
 
 /// What a segment's header and footer say.
 #[derive(Debug)]
 pub(super) struct Footer {
-    codec: u8,
+    pub codec: u8,
     pub blocks: Vec<BlockMeta>,
 }
 
 impl Footer {
+    /// The index of a file whose blocks are `blocks` (an open bulk segment's, in memory).
+    pub fn new(compression: Compression, blocks: Vec<BlockMeta>) -> Footer {
+        Footer {
+            codec: compression.codec(),
+            blocks,
+        }
+    }
+
     /// The index of the block holding `slot` (`slot` inside the segment).
     pub fn block_of(&self, slot: Slot) -> usize {
         self.blocks
@@ -137,7 +147,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<SegmentName>, Error> {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(TMP_SUFFIX) {
+        if name.ends_with(TMP_SUFFIX) || name.ends_with(super::bulk::OPEN_SUFFIX) {
             continue;
         }
         match parse_name(name) {
@@ -396,6 +406,50 @@ impl SegmentBuilder {
             self.close_block()?;
         }
         Ok(())
+    }
+
+    /// Appends a block already in stored form (compressed as this builder's codec says)
+    /// holding the entries of slots `self.next..self.next + entries`: a bulk segment's
+    /// blocks are copied into its sealed file without decoding them.
+    pub fn push_stored_block(
+        &mut self,
+        entries: u32,
+        stored: &[u8],
+        raw_len: u32,
+        crc: u32,
+    ) -> Result<(), String> {
+        self.close_block()?;
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(stored);
+        self.index.extend_from_slice(&self.next.to_be_bytes());
+        self.index.extend_from_slice(&offset.to_be_bytes());
+        self.index
+            .extend_from_slice(&(stored.len() as u32).to_be_bytes());
+        self.index.extend_from_slice(&raw_len.to_be_bytes());
+        self.index.extend_from_slice(&crc.to_be_bytes());
+        self.blocks += 1;
+        self.next += u64::from(entries);
+        Ok(())
+    }
+
+    /// Compresses `raw` (the postcard `(dup, value)` bytes of some entries) as a block
+    /// would be stored: `(stored bytes, raw_len, crc32 of the stored bytes)`.
+    pub fn compress_block(
+        compression: Compression,
+        raw: &[u8],
+    ) -> Result<(Vec<u8>, u32, u32), String> {
+        let raw_len = u32::try_from(raw.len())
+            .ok()
+            .filter(|n| *n <= BLOCK_RAW_MAX)
+            .ok_or_else(|| format!("a block of {} bytes", raw.len()))?;
+        let stored = match compression {
+            Compression::None => raw.to_vec(),
+            Compression::Zstd(level) => {
+                zstd::bulk::compress(raw, level).map_err(|e| format!("zstd: {e}"))?
+            }
+        };
+        let crc = crc32fast::hash(&stored);
+        Ok((stored, raw_len, crc))
     }
 
     fn close_block(&mut self) -> Result<(), String> {

@@ -39,6 +39,14 @@ struct State {
     written_end: Slot,
     busy: bool,
     failed: bool,
+    /// `persist` has taken over (an open bulk segment): seal nothing until it resumes us.
+    paused: bool,
+}
+
+impl State {
+    fn due(&self, segment_slots: u64) -> bool {
+        !self.paused && self.written_end.saturating_add(segment_slots) <= self.target
+    }
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +117,7 @@ impl Writer {
             return;
         }
         state.target = upto;
-        let due = state.written_end.saturating_add(self.config.segment_slots) <= upto;
+        let due = state.due(self.config.segment_slots);
         drop(state);
         if due {
             self.shared.changed.notify_all();
@@ -122,8 +130,7 @@ impl Writer {
         let mut state = self.shared.lock();
         while self.worker.is_some()
             && !state.failed
-            && (state.busy
-                || state.written_end.saturating_add(self.config.segment_slots) <= state.target)
+            && (state.busy || state.due(self.config.segment_slots))
         {
             state = self
                 .shared
@@ -132,6 +139,53 @@ impl Writer {
                 .unwrap_or_else(|p| p.into_inner());
         }
         state.written_end
+    }
+}
+
+impl Writer {
+    /// Whether `persist` may take over (the writer runs and has not failed).
+    pub fn usable(&self) -> bool {
+        self.worker.is_some() && !self.shared.lock().failed
+    }
+
+    /// For the bulk path: waits until no segment is being sealed, stops the writer from
+    /// starting another, and seals the sled tail `written_end..upto` itself (durable
+    /// `upto` slots of sled, in segments of at most `segment_slots`; registered with the
+    /// readers, then deleted from sled). Afterwards the sealed chain ends at `upto`.
+    pub fn take_over(
+        &self,
+        log: &LogShared,
+        decided: &sled::Tree,
+        upto: Slot,
+    ) -> Result<(), String> {
+        let mut state = self.shared.lock();
+        while state.busy {
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.paused = true;
+        let mut first = state.written_end;
+        drop(state);
+        while first < upto {
+            let end = upto.min(first + self.config.segment_slots.max(1));
+            seal(&self.config, log, decided, first, end)?;
+            first = end;
+            self.shared.lock().written_end = end;
+        }
+        Ok(())
+    }
+
+    /// The bulk path sealed everything below `end` (sled holds no slot below it): the
+    /// writer seals from `end` on again.
+    pub fn resume(&self, end: Slot) {
+        let mut state = self.shared.lock();
+        state.written_end = end;
+        state.paused = false;
+        drop(state);
+        self.shared.changed.notify_all();
     }
 }
 
@@ -156,7 +210,7 @@ fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, decided: &sled::
                 if shared.stop.load(Ordering::Relaxed) || state.failed {
                     return;
                 }
-                if state.written_end.saturating_add(config.segment_slots) <= state.target {
+                if state.due(config.segment_slots) {
                     break;
                 }
                 state = shared
