@@ -16,14 +16,15 @@
 # then, caught up and idle, `kill -9`s uid 2 and times restart-to-serving (its client
 # port answers status) and the size of its sled `db` file. PERF=1 records `perf record -g`
 # of the laggard and of the leader during the catch-up (perf-<mode>-<role>.txt, top
-# symbols by self time, in OUT). One JSON line per mode on stdout; progress on stderr.
+# symbols by self time, in OUT; "sender" = uids 0 and 1 together, whichever answers). One JSON line per mode on stdout; progress on stderr.
 #
 #   bash bench/catchup.sh                     # modes idle load, BIN=target/release
 #   BIN=/tmp/catchup-before MODES=idle bash bench/catchup.sh
 #
 # Knobs: BEHIND=1100000 SIZE=100 CLIENTS=256 BASELINE_S=10 MODES="idle load" PERF=0
 #   PREP=/tmp/paxos-catchup-prep  OUT=/tmp/paxos-catchup-out  BASE_PORT=7981
-#   TIMEOUT_S=600 (longest a catch-up may take)
+#   TIMEOUT_S=600 (longest a catch-up may take)  POLL_S=0.2 (status poll interval while
+#   catching up: each poll is a paxosctl process and TLS handshakes, not free on 2 cores)
 # Needs BIN/paxosd and BIN/paxosctl (never builds); daemons run under `timeout` and are
 # killed by PID on exit.
 set -euo pipefail
@@ -38,6 +39,7 @@ PREP=${PREP:-/tmp/paxos-catchup-prep}
 OUT=${OUT:-/tmp/paxos-catchup-out}
 BASE_PORT=${BASE_PORT:-7981}
 TIMEOUT_S=${TIMEOUT_S:-600}
+POLL_S=${POLL_S:-0.2}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BIN:-$REPO/target/release}
 PAXOSD=$BIN/paxosd
@@ -52,6 +54,8 @@ now() { date +%s.%N; }
 since() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.3f", a - b }'; }
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# CPU seconds (user + system) a process has used.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 WORK=
 WRAP=()
@@ -184,10 +188,11 @@ run_mode() { # run_mode idle|load -> one JSON line
     start_replica 2
     if [[ $PERF == 1 ]]; then
         perf record -g -o "$OUT/perf-$mode-laggard.data" -p "${DPID[2]}" >/dev/null 2>&1 & perf_pids+=($!)
-        perf record -g -o "$OUT/perf-$mode-sender.data" -p "${DPID[ld]}" >/dev/null 2>&1 & perf_pids+=($!)
+        perf record -g -o "$OUT/perf-$mode-sender.data" -p "${DPID[0]},${DPID[1]}" >/dev/null 2>&1 & perf_pids+=($!)
         AUX+=("${perf_pids[@]}")
     fi
     local deadline; deadline=$(calc "$(now) + $TIMEOUT_S")
+    local cpu_l0 cpu_s0; cpu_l0=$(cpu_s "${DPID[2]}"); cpu_s0=$(calc "$(cpu_s "${DPID[0]}") + $(cpu_s "${DPID[1]}")" 2)
     while :; do
         poll_status
         d=$(decided_of 2)
@@ -196,8 +201,10 @@ run_mode() { # run_mode idle|load -> one JSON line
             c_done=$(since "$t_first"); break
         fi
         awk -v n="$(now)" -v e="$deadline" 'BEGIN { exit !(n > e) }' && die "no catch-up within $TIMEOUT_S s"
-        sleep 0.05
+        sleep "$POLL_S"
     done
+    local cpu_l cpu_s
+    cpu_l=$(calc "$(cpu_s "${DPID[2]}") - $cpu_l0" 2); cpu_s=$(calc "$(cpu_s "${DPID[0]}") + $(cpu_s "${DPID[1]}") - $cpu_s0" 2)
     local l_done; l_done=$(leader_decided)
     local total_s; total_s=$(since "$c_started")
     local load1; load1=$(cut -d' ' -f1 /proc/loadavg)
@@ -211,6 +218,7 @@ run_mode() { # run_mode idle|load -> one JSON line
         kill -TERM "$bench_pid" 2>/dev/null || true; wait "$bench_pid" 2>/dev/null || true
         AUX=()
     fi
+    log "$mode: CPU seconds during the catch-up: laggard $cpu_l, uids 0 and 1 together (leader, sender) $cpu_s"
     log "$mode: uid 2 from $c_first (first answer, $(calc "$t_first - $c_started" 2) s after start) to $target in ${c_done}s: $rate entries/s; write rate $w_rate (x$ratio); load $(loadavg)"
     local db_b rss
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/${DPID[2]}/status")
@@ -226,18 +234,18 @@ run_mode() { # run_mode idle|load -> one JSON line
     log "$mode: restart to serving ${r_serv}s; laggard sled db $db_b B; RSS $rss KiB before restart"
     if [[ $PERF == 1 ]]; then
         for role in laggard sender; do
-            perf report -i "$OUT/perf-$mode-$role.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null \
-                | grep -v '^#' | grep '%' | head -40 >"$OUT/perf-$mode-$role.txt" || true
-            perf report -i "$OUT/perf-$mode-$role.data" --no-children --sort comm --stdio 2>/dev/null \
+            perf report -i "$OUT/perf-$mode-$role.data" --no-children -g none --sort comm,symbol --stdio 2>/dev/null \
+                | grep -v '^#' | grep '%' | head -40 | cut -c1-160 >"$OUT/perf-$mode-$role.txt" || true
+            perf report -i "$OUT/perf-$mode-$role.data" --no-children -g none --sort comm --stdio 2>/dev/null \
                 | grep -v '^#' | grep '%' | head -20 >"$OUT/perf-$mode-$role-threads.txt" || true
         done
     fi
     jq -n -c --arg mode "$mode" --arg bin "$BIN" --argjson entries "$entries" --argjson secs "$c_done" \
         --argjson rate "$rate" --argjson base "$base_rate" --argjson during "$w_rate" --argjson ratio "$ratio" \
-        --argjson serving "$r_serv" --argjson db "$db_b" --argjson rss_kib "$rss" --arg load1 "$load1" --arg loadavg "$(loadavg)" \
+        --argjson serving "$r_serv" --argjson db "$db_b" --argjson rss_kib "$rss" --argjson cpu_l "$cpu_l" --argjson cpu_s "$cpu_s" --arg load1 "$load1" --arg loadavg "$(loadavg)" \
         '{mode: $mode, bin: $bin, entries: $entries, seconds: $secs, entries_per_s: $rate,
           write_rate_before: $base, write_rate_during: $during, write_ratio: $ratio,
-          restart_to_serving_s: $serving, laggard_sled_db_bytes: $db, laggard_rss_kib: $rss_kib,
+          restart_to_serving_s: $serving, cpu_s_laggard: $cpu_l, cpu_s_peers: $cpu_s, laggard_sled_db_bytes: $db, laggard_rss_kib: $rss_kib,
           loadavg_1m_at_end: $load1, loadavg: $loadavg}'
     for u in 0 1 2; do stop_replica "$u"; done
     WRAP=(); DPID=()

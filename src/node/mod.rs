@@ -521,10 +521,14 @@ impl Driver {
                 }
                 let (log, links) = (self.log.clone(), self.links.clone());
                 tokio::task::spawn_blocking(move || {
-                    if let Some((msg, _)) = read(&log, &send) {
+                    let answer = read(&log, &send);
+                    // Free the slot before the answer leaves: the peer's next request can
+                    // arrive as soon as the answer does, and must not find it taken (it
+                    // would be dropped, and the peer would wait a timeout to ask again).
+                    reading.store(false, std::sync::atomic::Ordering::Release);
+                    if let Some((msg, _)) = answer {
                         links.send(send.to, msg);
                     }
-                    reading.store(false, std::sync::atomic::Ordering::Release);
                 });
             }
         }
