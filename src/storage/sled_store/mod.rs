@@ -30,7 +30,11 @@
 //! [`SLED_CACHE_BYTES`], 32 MiB; sled's own default is 1 GiB); readers keep an LRU of
 //! decoded blocks ([`log::BLOCK_CACHE_BYTES`]) and one small index record per segment.
 //! Nothing is proportional to the log length except that index (tens of bytes a segment,
-//! plus about 28 bytes a block of a segment once read).
+//! plus about 28 bytes a block of a segment once read). The bulk path holds one call's
+//! run twice (postcard and compressed: bounded by what one `persist` is given, at most
+//! the core's unstored catch-up window, 32 chunks of at most 1 MiB of values), the open
+//! segment's block index (28 bytes a block, at most `segment_slots` + one run of slots),
+//! and while sealing it one segment's compressed bytes (as the segment writer does).
 //!
 //! # When data becomes durable
 //!
@@ -377,8 +381,9 @@ impl SledStorage {
     }
 
     /// Blocks until the segment writer has sealed every segment the durable applied
-    /// prefix covers (or gave up), and returns the end of the segment chain. Nothing in
-    /// the daemon needs this; the bench and tests do.
+    /// prefix covers (or gave up), and returns the end of the segment chain. Slots in an
+    /// open bulk segment are not waited for (it is sealed by `persist` itself). Nothing
+    /// in the daemon needs this; the bench and tests do.
     pub fn wait_segments(&self) -> Slot {
         self.writer.wait()
     }
