@@ -208,6 +208,32 @@ fn wiped_uid0_does_not_lead_ballot_zero_again() {
     net.register_all();
     assert_eq!(net.r(0).standing(), Standing::Rebuilding);
     assert!(!net.r(0).is_leader());
+    // A Fenced meant for another store of uid 0 (delayed past a wipe) fences nothing.
+    net.step(
+        0,
+        Input::Peer {
+            from: 1,
+            msg: PeerMessage::Fenced {
+                ballot: b(5, 1),
+                end: 0,
+                store: net.r(0).store() - 1,
+            },
+        },
+    );
+    assert_eq!(net.r(0).standing(), Standing::Rebuilding);
+    // It follows a leader's heartbeat but confirms nothing: no ack (read index and
+    // check-quorum count acks as promises it may have forgotten).
+    net.step(
+        0,
+        Input::Peer {
+            from: 1,
+            msg: heartbeat(b(1, 1), 1),
+        },
+    );
+    assert!(!net
+        .outbox
+        .iter()
+        .any(|(f, _, m)| *f == 0 && matches!(m, PeerMessage::HeartbeatAck { .. })));
     // Its clients are sent elsewhere, and nothing new is chosen in slot 0.
     net.submit(0, 2);
     net.deliver(|_, _, _| true);

@@ -381,7 +381,9 @@ impl Sim {
         let fresh_leader = uid == 0 && state.promised.is_none();
         self.starts += 1;
         let mut config = self.replica_config(uid);
-        config.incarnation = self.starts << 32;
+        // Growing like the wall clock in microseconds (a store id takes it), well within
+        // the day of slack a peer store id may be ahead of ours.
+        config.incarnation = self.starts << 20;
         let replica = Replica::new(config, state, self.now);
         self.log(|| format!("start replica {uid} (fresh leader: {fresh_leader})"));
         self.nodes[uid as usize].replica = Some(replica);

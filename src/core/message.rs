@@ -137,8 +137,13 @@ pub enum PeerMessage {
     /// A rebuilding replica (caught up, store `store`) asks the leader for a fence.
     FenceRequest { store: u64 },
     /// The leader's answer: a phase 1 of `ballot` begun after the request completed with
-    /// a majority of the others, and recovered every slot below `end`.
-    Fenced { ballot: Ballot, end: Slot },
+    /// a majority of the others, and recovered every slot below `end`. For the store
+    /// `store` only (a copy delayed past another wipe must not fence the next store).
+    Fenced {
+        ballot: Ballot,
+        end: Slot,
+        store: u64,
+    },
 }
 
 impl PeerMessage {

@@ -202,6 +202,11 @@ impl Replica {
             self.heard_after_shutdown = true;
         }
         self.learn_commit(from, ballot, leader_decided_upto, decided_above);
+        if !self.accepts() {
+            // A store that may have forgotten its promises confirms no leadership (read
+            // index, check-quorum count acks as promises not to follow a higher ballot).
+            return;
+        }
         let decided_upto = self.decided_upto;
         self.send(
             from,

@@ -78,7 +78,7 @@ impl Replica {
             | PeerMessage::Register { .. }
             | PeerMessage::Registered { .. }
             | PeerMessage::FenceRequest { .. } => (None, Vec::new()),
-            PeerMessage::Fenced { ballot, end } => (Some(*ballot), vec![*end]),
+            PeerMessage::Fenced { ballot, end, .. } => (Some(*ballot), vec![*end]),
             PeerMessage::HeartbeatAck { ballot, .. } | PeerMessage::Handoff { ballot, .. } => {
                 (Some(*ballot), Vec::new())
             }

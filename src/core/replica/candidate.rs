@@ -37,6 +37,8 @@ pub(super) struct Campaign {
     /// Rebuilding replicas (uid, store) that asked for a fence before this campaign
     /// began: told `Fenced` when it wins.
     pub(super) fencing: Vec<(Uid, u64)>,
+    /// Per uid, the store-id view of its counted promise (`None`: not counted).
+    pub(super) promiser_views: Vec<Option<Vec<u64>>>,
 }
 
 /// Keeps, per slot, the entry with the highest rank: decided (`None`) above any ballot,
@@ -104,6 +106,7 @@ impl Replica {
             from_slot,
             promiser_stores: vec![0; self.config.replicas],
             fencing: Vec::new(),
+            promiser_views: vec![None; self.config.replicas],
         });
         self.leader = None;
         self.last_heard_ms = self.now_ms;
@@ -114,7 +117,7 @@ impl Replica {
     pub(super) fn on_promise(
         &mut self,
         from: Uid,
-        store: u64,
+        stores: &[u64],
         ballot: Ballot,
         from_slot: Slot,
         decided_upto: Slot,
@@ -139,6 +142,7 @@ impl Replica {
         }
         // Count a promise only from the newest store we know of its replica, and one
         // store per campaign (`learn_stores` above already dropped older ones).
+        let store = stores.get(from as usize).copied().unwrap_or(0);
         let counted = &mut campaign.promiser_stores[from as usize];
         if store == 0
             || store < self.peer_stores[from as usize].store
@@ -147,6 +151,9 @@ impl Replica {
             return;
         }
         *counted = store;
+        if campaign.promiser_views[from as usize].is_none() {
+            campaign.promiser_views[from as usize] = Some(stores.to_vec());
+        }
         let mut ask_next = None;
         match next_slot {
             Some(next) if next > progress.from_slot => {
@@ -277,9 +284,17 @@ impl Replica {
         }
         // Rebuilding replicas that asked before this phase 1 began are fenced by it: a
         // majority of the others promised it, and it recovered everything below `end`.
+        // Every counted promiser must have known the requester's store when it promised
+        // (a promise from before the request, delayed, does not fence it).
         for (uid, store) in std::mem::take(&mut campaign.fencing) {
-            if self.peer_stores[uid as usize].store == store {
-                self.send(uid, PeerMessage::Fenced { ballot, end });
+            let views_know = campaign
+                .promiser_views
+                .iter()
+                .flatten()
+                .all(|view| view.get(uid as usize).is_some_and(|s| *s >= store));
+            if self.peer_stores[uid as usize].store == store && views_know {
+                self.fences_done[uid as usize] = Some((store, ballot, end));
+                self.send(uid, PeerMessage::Fenced { ballot, end, store });
             }
         }
         let mut proposed = Vec::new();

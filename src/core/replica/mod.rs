@@ -351,6 +351,12 @@ pub struct Replica {
     fence_requested_ms: Option<u64>,
     /// When we, leading, last began a campaign to fence a rebuilding replica.
     fence_campaign_ms: Option<u64>,
+    /// Per uid, the fence this leadership completed for it: (store, ballot, end). A
+    /// repeated request (the Fenced was lost) gets it again instead of a new campaign.
+    fences_done: Vec<Option<(u64, Ballot, Slot)>>,
+    /// A store from before store ids: announce its new id once (`Register`, answers
+    /// ignored), so that registrars know it if its disk is lost later.
+    announce_store: bool,
     /// Clients of chosen requests, answered once the decided prefix passes the request:
     /// only then is its first slot in the log final (a retry may have landed twice).
     awaiting_apply: HashMap<RequestId, Vec<ClientRef>>,
@@ -426,6 +432,8 @@ impl Replica {
             },
             fence_requested_ms: None,
             fence_campaign_ms: None,
+            fences_done: vec![None; config_replicas],
+            announce_store: false,
         };
         // The store's identity: a fresh store (or a restored one, store 0) takes a new id
         // and registers before it votes; a store from before store ids is a voter.
@@ -433,7 +441,10 @@ impl Replica {
             Some((store, standing)) if store != 0 => (store, standing),
             Some((_, standing)) => (0, standing),
             None if fresh => (0, Standing::Unregistered),
-            None => (0, Standing::Voter),
+            None => {
+                replica.announce_store = true;
+                (0, Standing::Voter)
+            }
         };
         replica.standing = standing;
         replica.store = store;
@@ -693,10 +704,9 @@ impl Replica {
                 stores,
             } => {
                 self.learn_stores(&stores);
-                let store = stores.get(from as usize).copied().unwrap_or(0);
                 self.on_promise(
                     from,
-                    store,
+                    &stores,
                     ballot,
                     from_slot,
                     decided_upto,
@@ -711,7 +721,7 @@ impl Replica {
                 replaced,
             } => self.on_registered(from, store, known, replaced),
             PeerMessage::FenceRequest { store } => self.on_fence_request(from, store),
-            PeerMessage::Fenced { ballot, end } => self.on_fenced(from, ballot, end),
+            PeerMessage::Fenced { ballot, end, store } => self.on_fenced(from, ballot, end, store),
             PeerMessage::Reject {
                 ballot,
                 promised,

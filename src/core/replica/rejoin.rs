@@ -17,6 +17,9 @@ use super::{Replica, RoleState};
 use crate::core::message::{PeerMessage, Record};
 use crate::core::types::{Ballot, Slot, Standing, Uid};
 
+/// Slack over our own wall clock for a peer's store id (see `store_id_max`): a day.
+const STORE_ID_SLACK_US: u64 = 86_400 * 1_000_000;
+
 /// What a replica knows of one peer's store.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct PeerStore {
@@ -47,9 +50,20 @@ impl Replica {
         self.peer_stores.iter().map(|p| p.store).collect()
     }
 
+    /// The highest store id a peer may name: ids are wall-clock microseconds, so one far
+    /// in our future is hostile or broken (it would outrank every real store of that uid
+    /// for good). Our start's wall clock, plus the time since, plus a day.
+    fn store_id_max(&self) -> u64 {
+        self.config
+            .incarnation
+            .max(self.store)
+            .saturating_add(self.now_ms.saturating_mul(1000))
+            .saturating_add(STORE_ID_SLACK_US)
+    }
+
     /// Learns `store` for `uid` if it is newer than what we know, durably.
     pub(super) fn learn_store(&mut self, uid: Uid, store: u64) {
-        if uid == self.config.uid || store == 0 {
+        if uid == self.config.uid || store == 0 || store > self.store_id_max() {
             return;
         }
         let Some(known) = self.peer_stores.get(uid as usize).copied() else {
@@ -161,13 +175,11 @@ impl Replica {
         let RoleState::Leader(l) = &self.role else {
             return;
         };
-        if self.peer_stores[from as usize].store != store {
-            return;
-        }
         // The new phase 1 must be winnable without the requester: a majority of us and
         // the others heard within `timeout_ms` (a leader with a bare majority that
         // includes the requester would depose itself for good).
         let now = self.now_ms;
+        let leader_ballot = l.ballot;
         let heard = self
             .peers()
             .filter(|p| {
@@ -175,6 +187,16 @@ impl Replica {
                     && now.saturating_sub(l.quorum.heard_ms[*p as usize]) < self.config.timeout_ms
             })
             .count();
+        if self.peer_stores[from as usize].store != store {
+            return;
+        }
+        // Already fenced by this leadership (its Fenced was lost): send it again.
+        if let Some((done_store, ballot, end)) = self.fences_done[from as usize] {
+            if done_store == store && ballot == leader_ballot {
+                self.send(from, PeerMessage::Fenced { ballot, end, store });
+                return;
+            }
+        }
         if 1 + heard < self.config.majority() {
             return;
         }
@@ -193,8 +215,12 @@ impl Replica {
 
     /// The leader fenced us: accept from `ballot` on; vote once everything below `end` is
     /// decided here.
-    pub(super) fn on_fenced(&mut self, from: Uid, ballot: Ballot, end: Slot) {
-        if self.standing != Standing::Rebuilding || ballot.uid != from || ballot < self.promised {
+    pub(super) fn on_fenced(&mut self, from: Uid, ballot: Ballot, end: Slot, store: u64) {
+        if self.standing != Standing::Rebuilding
+            || store != self.store
+            || ballot.uid != from
+            || ballot < self.promised
+        {
             return;
         }
         self.promise(ballot);
@@ -215,6 +241,14 @@ impl Replica {
     pub(super) fn rejoin_tick(&mut self) {
         let now = self.now_ms;
         let timeout = self.config.timeout_ms;
+        if self.announce_store {
+            // A store from before store ids: tell the peers its id once.
+            self.announce_store = false;
+            let store = self.store;
+            for peer in self.peers() {
+                self.send(peer, PeerMessage::Register { store });
+            }
+        }
         match self.standing {
             Standing::Voter => {}
             Standing::Unregistered => {
