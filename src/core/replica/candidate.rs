@@ -81,21 +81,13 @@ impl Replica {
         self.max_round_seen = ballot.round;
         let from_slot = self.decided_upto;
         let mut progress = vec![None; self.config.replicas];
-        let stores = self.stores_view();
         for peer in self.peers() {
             progress[peer as usize] = Some(PromiseProgress {
                 done: false,
                 from_slot,
                 sent_ms: self.now_ms,
             });
-            self.send(
-                peer,
-                PeerMessage::Prepare {
-                    ballot,
-                    from_slot,
-                    stores: stores.clone(),
-                },
-            );
+            self.send_prepare(peer, ballot, from_slot);
         }
         let deposing = self.leader.filter(|l| *l != self.config.uid);
         self.role = RoleState::Candidate(Campaign {
@@ -190,19 +182,22 @@ impl Replica {
             }
         }
         match ask_next {
-            Some(from_slot) => {
-                let stores = self.stores_view();
-                self.send(
-                    from,
-                    PeerMessage::Prepare {
-                        ballot,
-                        from_slot,
-                        stores,
-                    },
-                )
-            }
+            Some(from_slot) => self.send_prepare(from, ballot, from_slot),
             None => self.maybe_win_campaign(),
         }
+    }
+
+    /// Sends Prepare(`ballot`, `from_slot`) with our current view of store ids.
+    pub(super) fn send_prepare(&mut self, peer: Uid, ballot: Ballot, from_slot: Slot) {
+        let stores = self.stores_view();
+        self.send(
+            peer,
+            PeerMessage::Prepare {
+                ballot,
+                from_slot,
+                stores,
+            },
+        );
     }
 
     pub(super) fn maybe_win_campaign(&mut self) {

@@ -313,16 +313,8 @@ impl Replica {
                 again.push(uid as Uid);
             }
         }
-        let stores = newest;
         for peer in again {
-            self.send(
-                peer,
-                PeerMessage::Prepare {
-                    ballot,
-                    from_slot,
-                    stores: stores.clone(),
-                },
-            );
+            self.send_prepare(peer, ballot, from_slot);
         }
     }
 }

@@ -3,7 +3,6 @@
 //! and the failure detector (with its rank stagger) while following.
 
 use super::{Replica, RoleState};
-use crate::core::message::PeerMessage;
 use crate::core::types::Uid;
 
 impl Replica {
@@ -50,16 +49,8 @@ impl Replica {
                         }
                     }
                 }
-                let stores = self.stores_view();
                 for (peer, from_slot) in resend {
-                    self.send(
-                        peer,
-                        PeerMessage::Prepare {
-                            ballot,
-                            from_slot,
-                            stores: stores.clone(),
-                        },
-                    );
+                    self.send_prepare(peer, ballot, from_slot);
                 }
             }
             RoleState::Follower => {
