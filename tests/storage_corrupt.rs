@@ -41,6 +41,10 @@ fn write_sample(dir: &Path) {
         });
     }
     storage.persist(&records).unwrap();
+    drop(storage);
+    // Reopen once: `open` folds the write-ahead log into sled and empties it, so what the
+    // tests below tamper with is the only copy (a logged copy would repair it).
+    drop(SledStorage::open(dir, UID, CLUSTER_ID).unwrap());
 }
 
 /// Opens the sled db directly, waiting out the lock sled releases shortly after a drop.

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! One store directory holds a sled `Db` with three trees and a directory of log segments:
+//! One store directory holds a sled `Db` with three trees, a directory of log segments
+//! and the write-ahead log `wal.log` (records not yet flushed into sled, at most 10 MiB):
 //! - `meta`: `format` (u32, [`FORMAT_VERSION`]), `uid` ([`Uid`]), `cluster_id` (u64),
 //!   `promised` ([`Ballot`]: the highest promise, with the highest ballot ever accepted
 //!   folded in), `sessions` ((slot, [`Session`] list): the latest session checkpoint);
@@ -38,12 +39,21 @@
 //!
 //! # When data becomes durable
 //!
-//! [`SledStorage::persist`] applies a call's records as sled batches in this order:
-//! `meta` (promise), `decided` (the new applied entries), `meta` (the session
-//! checkpoint), `accepted` (new accepts, and the deletion of the accepts of the slots
-//! just applied); then one `Db::flush()` for the whole call (group commit), an `fsync`
-//! of any new sled blob file and `sync_data()` of sled's data file (sled's flush alone
-//! is `sync_file_range`, which survives `kill -9` but not a power loss). Records are
+//! The steady state (a call with a few records: accepts, a promise, the last round's
+//! decided entries) goes through the *write-ahead log* `wal.log` (see `wal.rs`):
+//! [`SledStorage::persist`] appends the call's records as one crc'd frame, `fdatasync`s
+//! it, and only then applies them to sled, without flushing sled (sled writes them out
+//! on its own, every 500 ms). One `write` and one `fdatasync` a call. Once the log passes
+//! 8 MiB it is *checkpointed*: sled is flushed and made durable (below), then the log is
+//! emptied. `open` replays the log over sled (idempotent) and checkpoints.
+//!
+//! A call that skips the log (a bulk run, a session checkpoint, a frame over 2 MiB)
+//! first checkpoints, then applies its records as sled batches in this order: `meta`
+//! (promise), `decided` (the new applied entries), `meta` (the session checkpoint),
+//! `accepted` (new accepts, and the deletion of the accepts of the slots just applied);
+//! then one `Db::flush()` for the whole call (group commit), an `fsync` of any new sled
+//! blob file and `sync_data()` of sled's data file (sled's flush alone is
+//! `sync_file_range`, which survives `kill -9` but not a power loss). Records are
 //! durable exactly when `persist` returns `Ok`. sled recovers a prefix of its log, so a
 //! crash inside `persist` keeps a prefix of these batches: an accept is never deleted
 //! unless its slot's applied entry is kept (no accepted value vouched for is lost), and
@@ -117,6 +127,7 @@
 //! - `codec.rs`: the value codec (crc32 + postcard) and slot keys.
 //! - `offline.rs`: [`open_offline`] / [`read_offline`], for a stopped replica's store.
 //! - `sync.rs`: making a flush durable (blob files, `sync_data` of sled's data file).
+//! - `wal.rs`: the write-ahead log of the commit path (format, append, replay).
 
 mod bulk;
 mod codec;
@@ -124,6 +135,7 @@ mod log;
 mod offline;
 mod segment;
 mod sync;
+mod wal;
 mod writer;
 
 pub use log::{SledLog, BLOCK_CACHE_BYTES};
@@ -241,6 +253,10 @@ pub struct SledStorage {
     options: StoreOptions,
     /// The open bulk segment, if a long run of applied entries is being written.
     open: Option<bulk::OpenSegment>,
+    /// The write-ahead log of the commit path (`wal.rs`).
+    wal: wal::Wal,
+    /// Number of times the write-ahead log was folded into a flushed sled.
+    checkpoints: u64,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -253,6 +269,7 @@ impl std::fmt::Debug for SledStorage {
             .field("writer", &self.writer)
             .field("poisoned", &self.poisoned)
             .field("flushes", &self.flushes)
+            .field("wal_bytes", &self.wal.len())
             .finish()
     }
 }
@@ -337,7 +354,8 @@ impl SledStorage {
         } else {
             info!(dir = %dir.display(), uid, cluster_id, ?promised, decided_upto, segments_end, "store opened");
         }
-        Ok(SledStorage {
+        let (wal, frames) = wal::Wal::open(dir)?;
+        let mut storage = SledStorage {
             dir: dir.to_path_buf(),
             meta: expected,
             writer,
@@ -350,7 +368,39 @@ impl SledStorage {
             flushes: 0,
             options,
             open: None,
-        })
+            wal,
+            checkpoints: 0,
+        };
+        if frames.is_empty() {
+            // A new epoch, so no torn bytes after the log's end ever count (`wal.rs`, 3).
+            storage.wal.reset()?;
+        } else {
+            storage.replay(&frames)?;
+        }
+        Ok(storage)
+    }
+
+    /// Applies the write-ahead log's frames over sled (idempotent: `wal.rs`, crash
+    /// argument 2), flushes sled and empties the log.
+    fn replay(&mut self, frames: &[Vec<Record>]) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let from = self.decided_upto;
+        for records in frames {
+            let (upto, _) = self.apply(records, false)?;
+            self.decided_upto = upto;
+        }
+        self.checkpoint()?;
+        self.log.set_durable_upto(self.decided_upto);
+        self.writer.advance(self.decided_upto);
+        info!(
+            dir = %self.dir.display(),
+            frames = frames.len(),
+            applied = self.decided_upto - from,
+            decided_upto = self.decided_upto,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "replayed the write-ahead log"
+        );
+        Ok(())
     }
 
     /// The replica this store belongs to.
@@ -363,9 +413,16 @@ impl SledStorage {
         &self.dir
     }
 
-    /// Number of `persist` calls that flushed (one flush each), for tests and metrics.
+    /// Number of successful `persist` calls (one `fdatasync` each: of the write-ahead
+    /// log, or of sled), for tests and metrics.
     pub fn flushes(&self) -> u64 {
         self.flushes
+    }
+
+    /// Number of times the write-ahead log was folded into a flushed sled (it passed
+    /// its bound, or a persist skipped it), for tests.
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpoints
     }
 
     /// Every slot below this is applied and durable.
@@ -395,7 +452,49 @@ impl SledStorage {
 
     /// Applies `records` and makes them durable; on error the caller poisons the storage.
     /// Returns the new end of the applied log.
+    ///
+    /// The steady state goes through the write-ahead log (`wal.rs`): one frame, one
+    /// `fdatasync`, then sled without a flush. A bulk run, a session checkpoint or a frame
+    /// over [`wal::WAL_FRAME_BYTES_MAX`] flushes sled instead, which also empties the log.
     fn write(&mut self, records: &[Record]) -> Result<Slot, Error> {
+        let extends = extends_by(records, self.decided_upto);
+        let bulk_sized =
+            self.options.bulk_min_entries > 0 && extends >= self.options.bulk_min_entries as u64;
+        let logged = self.open.is_none()
+            && !bulk_sized
+            && !records
+                .iter()
+                .any(|r| matches!(r, Record::SessionsCheckpoint { .. }))
+            && self.wal.encode(records)?;
+        if logged {
+            self.wal.append_encoded()?;
+            let (upto, _) = self.apply(records, false)?;
+            if self.wal.len() >= wal::WAL_CHECKPOINT_BYTES {
+                self.checkpoint()?;
+            }
+            return Ok(upto);
+        }
+        // Empty the log first (`wal.rs`, crash argument 4): once these records reach sled,
+        // which may flush them at any time, no older logged record may be replayed.
+        if self.wal.len() > 0 {
+            self.checkpoint()?;
+        }
+        let (upto, _) = self.apply(records, true)?;
+        Ok(upto)
+    }
+
+    /// Makes sled durable (every logged record is in it) and empties the write-ahead log.
+    fn checkpoint(&mut self) -> Result<(), Error> {
+        self.sync()?;
+        self.wal.reset()?;
+        self.checkpoints += 1;
+        Ok(())
+    }
+
+    /// Applies `records` to sled (and a bulk run to the open segment); with `sync`, flushes
+    /// sled when it was written to. Returns the new end of the applied log and whether
+    /// sled was flushed.
+    fn apply(&mut self, records: &[Record], sync: bool) -> Result<(Slot, bool), Error> {
         let extends = extends_by(records, self.decided_upto);
         if self.open.is_some() && extends > 0 && extends < self.options.bulk_min_entries as u64 / 4
         {
@@ -427,158 +526,33 @@ impl SledStorage {
         } else {
             Default::default()
         };
-        let mut bulk_raw: Vec<u8> = Vec::new();
-        let mut bulk_sizes: Vec<usize> = Vec::new();
-        let mut promise = self.promised;
-        let mut upto = self.decided_upto;
-        let mut accepted = Batches::default();
-        let mut decided = Batches::default();
-        let mut sessions: Option<(Slot, &[Session])> = None;
-        let mut identity: Option<(u64, Standing)> = None;
-        let mut peer_stores: Option<BTreeMap<Uid, (u64, bool)>> = None;
-        for record in records {
-            match record {
-                Record::Promise(ballot) => {
-                    if promise.is_none_or(|p| p < *ballot) {
-                        promise = Some(*ballot);
-                    } else {
-                        debug!(ballot = %ballot, promised = ?promise, "ignoring a promise that is not higher");
-                    }
-                }
-                Record::Accepted {
-                    slot,
-                    ballot,
-                    value,
-                } => {
-                    if *slot < upto {
-                        debug!(slot, "ignoring an accept of an applied slot");
-                        continue;
-                    }
-                    accepted.insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
-                    if bulk {
-                        accepts_present.insert(*slot);
-                    }
-                    if promise.is_none_or(|p| p < *ballot) {
-                        promise = Some(*ballot);
-                    }
-                }
-                Record::Decided { slot, value, dup } => {
-                    if *slot < upto {
-                        continue; // already stored
-                    }
-                    if *slot > upto {
-                        error!(
-                            slot,
-                            decided_upto = upto,
-                            "Decided record past the end of the applied log (a hole); dropped"
-                        );
-                        continue;
-                    }
-                    if bulk {
-                        let before = bulk_raw.len();
-                        bulk_raw = postcard::to_extend(&(*dup, value), bulk_raw).map_err(|e| {
-                            Error::Encode {
-                                what: "applied entry".to_string(),
-                                reason: e.to_string(),
-                            }
-                        })?;
-                        bulk_sizes.push(bulk_raw.len() - before);
-                        if accepts_present.contains(slot) {
-                            accepted.remove(&slot.to_be_bytes());
-                        }
-                    } else {
-                        decided.insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
-                        accepted.remove(&slot.to_be_bytes());
-                    }
-                    upto += 1;
-                }
-                Record::SessionsCheckpoint {
-                    upto: at,
-                    sessions: table,
-                } => {
-                    if *at > upto {
-                        error!(
-                            at,
-                            decided_upto = upto,
-                            "session checkpoint past the applied log; dropped"
-                        );
-                        continue;
-                    }
-                    sessions = Some((*at, table));
-                }
-                Record::Identity { store, standing } => identity = Some((*store, *standing)),
-                Record::PeerStore {
-                    uid,
-                    store,
-                    replaced,
-                } => {
-                    if peer_stores.is_none() {
-                        peer_stores = Some(
-                            self.trees
-                                .meta_value::<Vec<(Uid, u64, bool)>>(KEY_PEER_STORES)?
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(u, s, r)| (u, (s, r)))
-                                .collect(),
-                        );
-                    }
-                    if let Some(map) = peer_stores.as_mut() {
-                        map.insert(*uid, (*store, *replaced));
-                    }
-                }
-            }
-        }
+        let staged = Staged::new(
+            &self.trees,
+            self.promised,
+            self.decided_upto,
+            records,
+            bulk.then_some(&mut accepts_present),
+        )?;
         // The bulk run first, durable before sled sees anything of this call (sled may
         // flush on its own at any time: bulk.rs, crash argument 2).
         if let Some(open) = &mut self.open {
-            if !bulk_sizes.is_empty() {
+            if !staged.bulk_sizes.is_empty() {
                 let pause_ms = self.options.segment_pause_ms;
                 let pause = move || pause_for(pause_ms);
-                open.append(&bulk_raw, &bulk_sizes, self.options.block_slots, &pause)?;
-                debug_assert_eq!(open.end, upto);
+                open.append(
+                    &staged.bulk_raw,
+                    &staged.bulk_sizes,
+                    self.options.block_slots,
+                    &pause,
+                )?;
+                debug_assert_eq!(open.end, staged.upto);
                 self.log.set_open(open.view());
             }
         }
-        let sled_dirty = promise != self.promised
-            || !decided.is_empty()
-            || sessions.is_some()
-            || !accepted.is_empty()
-            || identity.is_some()
-            || peer_stores.is_some();
-        // Store ids go first: a Registered or Promise sent after this flush vouches for
-        // them (one meta key each, rewritten whole: a few bytes per replica).
-        if let Some(identity) = identity {
-            self.trees
-                .meta
-                .insert(KEY_IDENTITY, encode(&identity)?)
-                .map_err(|e| sled_error("writing the store identity", e))?;
-        }
-        if let Some(map) = peer_stores {
-            let list: Vec<(Uid, u64, bool)> =
-                map.into_iter().map(|(u, (s, r))| (u, s, r)).collect();
-            self.trees
-                .meta
-                .insert(KEY_PEER_STORES, encode(&list)?)
-                .map_err(|e| sled_error("writing peer store ids", e))?;
-        }
-        // The order is the crash order (module doc).
-        if promise != self.promised {
-            if let Some(ballot) = promise {
-                self.trees
-                    .meta
-                    .insert(KEY_PROMISED, encode(&ballot)?)
-                    .map_err(|e| sled_error("writing the promise", e))?;
-            }
-        }
-        decided.apply(&self.trees.decided, "writing applied entries")?;
-        if let Some(checkpoint) = sessions {
-            self.trees
-                .meta
-                .insert(KEY_SESSIONS, encode(&checkpoint)?)
-                .map_err(|e| sled_error("writing the session checkpoint", e))?;
-        }
-        accepted.apply(&self.trees.accepted, "writing accepted entries")?;
-        if sled_dirty {
+        let (promise, upto) = (staged.promise, staged.upto);
+        let sled_dirty = staged.apply_sled(&self.trees, self.promised)?;
+        let synced = sync && sled_dirty;
+        if synced {
             self.sync()?;
         }
         self.promised = promise;
@@ -589,7 +563,7 @@ impl SledStorage {
         {
             self.seal_open()?;
         }
-        Ok(upto)
+        Ok((upto, synced))
     }
 
     /// Starts the bulk path at the end of the applied log: the segment writer is paused
@@ -724,6 +698,194 @@ impl Batches {
                 .map_err(|e| sled_error(context, e))?;
         }
         Ok(())
+    }
+}
+
+/// What one call's records change in sled, staged as batches in memory (plus, on the bulk
+/// path, the encoded run for the open segment). [`Staged::apply_sled`] applies it.
+struct Staged<'r> {
+    /// The promise after these records (with accepted ballots folded in).
+    promise: Option<Ballot>,
+    /// The end of the applied log after these records.
+    upto: Slot,
+    accepted: Batches,
+    decided: Batches,
+    sessions: Option<(Slot, &'r [Session])>,
+    identity: Option<(u64, Standing)>,
+    peer_stores: Option<BTreeMap<Uid, (u64, bool)>>,
+    /// On the bulk path: the run's entries, postcard (dup, value) each, and their sizes.
+    bulk_raw: Vec<u8>,
+    bulk_sizes: Vec<usize>,
+}
+
+impl<'r> Staged<'r> {
+    /// Stages `records` over a store whose promise is `promised` and whose applied log
+    /// ends at `upto`. `bulk`: the applied entries go to the open segment instead of the
+    /// `decided` tree, and these are the slots with an accept to delete.
+    fn new(
+        trees: &Trees,
+        promised: Option<Ballot>,
+        upto: Slot,
+        records: &'r [Record],
+        mut bulk: Option<&mut std::collections::HashSet<Slot>>,
+    ) -> Result<Staged<'r>, Error> {
+        let mut staged = Staged {
+            promise: promised,
+            upto,
+            accepted: Batches::default(),
+            decided: Batches::default(),
+            sessions: None,
+            identity: None,
+            peer_stores: None,
+            bulk_raw: Vec::new(),
+            bulk_sizes: Vec::new(),
+        };
+        for record in records {
+            match record {
+                Record::Promise(ballot) => {
+                    if staged.promise.is_none_or(|p| p < *ballot) {
+                        staged.promise = Some(*ballot);
+                    } else {
+                        debug!(ballot = %ballot, promised = ?staged.promise, "ignoring a promise that is not higher");
+                    }
+                }
+                Record::Accepted {
+                    slot,
+                    ballot,
+                    value,
+                } => {
+                    if *slot < staged.upto {
+                        debug!(slot, "ignoring an accept of an applied slot");
+                        continue;
+                    }
+                    staged
+                        .accepted
+                        .insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
+                    if let Some(present) = bulk.as_deref_mut() {
+                        present.insert(*slot);
+                    }
+                    if staged.promise.is_none_or(|p| p < *ballot) {
+                        staged.promise = Some(*ballot);
+                    }
+                }
+                Record::Decided { slot, value, dup } => {
+                    if *slot < staged.upto {
+                        continue; // already stored
+                    }
+                    if *slot > staged.upto {
+                        error!(
+                            slot,
+                            decided_upto = staged.upto,
+                            "Decided record past the end of the applied log (a hole); dropped"
+                        );
+                        continue;
+                    }
+                    if let Some(present) = bulk.as_deref() {
+                        let before = staged.bulk_raw.len();
+                        staged.bulk_raw = postcard::to_extend(
+                            &(*dup, value),
+                            std::mem::take(&mut staged.bulk_raw),
+                        )
+                        .map_err(|e| Error::Encode {
+                            what: "applied entry".to_string(),
+                            reason: e.to_string(),
+                        })?;
+                        staged.bulk_sizes.push(staged.bulk_raw.len() - before);
+                        if present.contains(slot) {
+                            staged.accepted.remove(&slot.to_be_bytes());
+                        }
+                    } else {
+                        staged
+                            .decided
+                            .insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
+                        staged.accepted.remove(&slot.to_be_bytes());
+                    }
+                    staged.upto += 1;
+                }
+                Record::SessionsCheckpoint {
+                    upto: at,
+                    sessions: table,
+                } => {
+                    if *at > staged.upto {
+                        error!(
+                            at,
+                            decided_upto = staged.upto,
+                            "session checkpoint past the applied log; dropped"
+                        );
+                        continue;
+                    }
+                    staged.sessions = Some((*at, table));
+                }
+                Record::Identity { store, standing } => staged.identity = Some((*store, *standing)),
+                Record::PeerStore {
+                    uid,
+                    store,
+                    replaced,
+                } => {
+                    if staged.peer_stores.is_none() {
+                        staged.peer_stores = Some(
+                            trees
+                                .meta_value::<Vec<(Uid, u64, bool)>>(KEY_PEER_STORES)?
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(u, s, r)| (u, (s, r)))
+                                .collect(),
+                        );
+                    }
+                    if let Some(map) = staged.peer_stores.as_mut() {
+                        map.insert(*uid, (*store, *replaced));
+                    }
+                }
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Applies the staged sled writes (not the bulk run) in the crash order of the module
+    /// doc, without flushing. Returns whether sled was written to at all.
+    fn apply_sled(self, trees: &Trees, promised: Option<Ballot>) -> Result<bool, Error> {
+        let sled_dirty = self.promise != promised
+            || !self.decided.is_empty()
+            || self.sessions.is_some()
+            || !self.accepted.is_empty()
+            || self.identity.is_some()
+            || self.peer_stores.is_some();
+        // Store ids go first: a Registered or Promise sent after this flush vouches for
+        // them (one meta key each, rewritten whole: a few bytes per replica).
+        if let Some(identity) = self.identity {
+            trees
+                .meta
+                .insert(KEY_IDENTITY, encode(&identity)?)
+                .map_err(|e| sled_error("writing the store identity", e))?;
+        }
+        if let Some(map) = self.peer_stores {
+            let list: Vec<(Uid, u64, bool)> =
+                map.into_iter().map(|(u, (s, r))| (u, s, r)).collect();
+            trees
+                .meta
+                .insert(KEY_PEER_STORES, encode(&list)?)
+                .map_err(|e| sled_error("writing peer store ids", e))?;
+        }
+        // The order is the crash order (module doc).
+        if self.promise != promised {
+            if let Some(ballot) = self.promise {
+                trees
+                    .meta
+                    .insert(KEY_PROMISED, encode(&ballot)?)
+                    .map_err(|e| sled_error("writing the promise", e))?;
+            }
+        }
+        self.decided
+            .apply(&trees.decided, "writing applied entries")?;
+        if let Some(checkpoint) = self.sessions {
+            trees
+                .meta
+                .insert(KEY_SESSIONS, encode(&checkpoint)?)
+                .map_err(|e| sled_error("writing the session checkpoint", e))?;
+        }
+        self.accepted
+            .apply(&trees.accepted, "writing accepted entries")?;
+        Ok(sled_dirty)
     }
 }
 

@@ -5,12 +5,13 @@
 use super::bulk;
 use super::log::LogShared;
 use super::segment::Compression;
+use super::wal;
 use super::SledLog;
 use super::{
-    load_state, locate, open_db, StoreMeta, Trees, SEGMENT_DIR, SLED_CACHE_BYTES, SLED_CONF_FILE,
-    SLED_DATA_FILE, TREE_META,
+    load_state, locate, open_db, Staged, StoreMeta, Trees, KEY_PROMISED, SEGMENT_DIR,
+    SLED_CACHE_BYTES, SLED_CONF_FILE, SLED_DATA_FILE, TREE_META,
 };
-use crate::core::Slot;
+use crate::core::{Ballot, Slot};
 use crate::storage::PersistentState;
 use crate::Error;
 use std::path::Path;
@@ -51,9 +52,10 @@ impl OfflineStore {
 ///
 /// Never creates a store: a missing directory, or one that is not a paxos store, is
 /// [`Error::NotAStore`] saying why. A store held by a running `paxosd` is
-/// [`Error::Locked`]; another format is [`Error::UnsupportedFormat`]. Never writes,
-/// removes or repairs anything (slots a crash left in both sled and a segment are read
-/// from the segment).
+/// [`Error::Locked`]; another format is [`Error::UnsupportedFormat`]. Removes and repairs
+/// nothing (slots a crash left in both sled and a segment are read from the segment); the
+/// one change it makes is the replica's next start's first step: records of its
+/// write-ahead log are applied to sled (not flushed; the log is kept and replayed again).
 pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
     let not_a_store = |reason: String| Error::NotAStore {
         path: dir.to_path_buf(),
@@ -104,6 +106,20 @@ pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
                 log.set_durable_upto(decided_upto);
             }
         }
+    }
+    // Records the replica had logged but not folded into sled when it stopped (`wal.rs`):
+    // applied to sled's trees as its next start would (idempotent, crash argument 2), the
+    // log itself left as it is, so that start replays it again.
+    let frames = wal::read(dir)?;
+    if !frames.is_empty() {
+        let mut promised = trees.meta_value::<Ballot>(KEY_PROMISED)?;
+        for records in &frames {
+            let staged = Staged::new(&trees, promised, decided_upto, records, None)?;
+            let (promise, upto) = (staged.promise, staged.upto);
+            staged.apply_sled(&trees, promised)?;
+            (promised, decided_upto) = (promise, upto);
+        }
+        log.set_durable_upto(decided_upto);
     }
     Ok(OfflineStore {
         meta,

@@ -213,6 +213,8 @@ fn large_values_go_through_blobs_and_survive() {
             value: msg(1, 1, &body),
         }])
         .unwrap();
+        // The write-ahead log holds it; a checkpoint gives it to sled, which flushes.
+        s.checkpoint().unwrap();
         assert!(
             !s.durability.blobs.synced.is_empty(),
             "the value should be a sled blob"
@@ -677,5 +679,151 @@ mod segments {
         assert_eq!(s.wait_segments(), 48);
         assert_eq!(whole_log(&s), whole_log(&mem));
         assert_eq!(s.load().unwrap(), mem.load().unwrap());
+    }
+}
+
+/// The write-ahead log (`wal.rs`): records in the log but not in sled (what a `kill -9`
+/// leaves) are replayed by `open` and seen by the offline reader; a torn last frame is cut
+/// off and never comes back; the log is checkpointed at its bound.
+mod write_ahead_log {
+    use super::*;
+
+    fn accept(slot: Slot, round: u64, body: &str) -> Record {
+        Record::Accepted {
+            slot,
+            ballot: Ballot::new(round, 1),
+            value: msg(9, slot + 1, body),
+        }
+    }
+
+    fn decided(slot: Slot, body: &str) -> Record {
+        Record::Decided {
+            slot,
+            value: msg(9, slot + 1, body),
+            dup: false,
+        }
+    }
+
+    /// Appends `records` to a closed store's log as one frame, as a persist does just
+    /// before a crash: in the log, not in sled.
+    fn log_only(dir: &Path, records: &[Record]) {
+        let (mut wal, _) = wal::Wal::open(dir).unwrap();
+        assert!(wal.encode(records).unwrap());
+        wal.append_encoded().unwrap();
+    }
+
+    #[test]
+    fn logged_records_are_replayed_by_open_and_read_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+            s.persist(&[accept(0, 1, "a"), accept(1, 1, "b")]).unwrap();
+            s.persist(&[decided(0, "a")]).unwrap();
+        }
+        log_only(
+            dir.path(),
+            &[
+                Record::Promise(Ballot::new(7, 2)),
+                accept(2, 7, "c"),
+                decided(1, "b"),
+            ],
+        );
+        let (_, offline) = read_offline(dir.path()).unwrap();
+        assert_eq!(offline.promised, Some(Ballot::new(7, 2)));
+        assert_eq!(offline.decided_upto, 2);
+        assert_eq!(
+            offline.accepted.keys().copied().collect::<Vec<_>>(),
+            vec![2]
+        );
+        let bodies = |s: &OfflineStore| -> Vec<String> {
+            whole_log(&s.log()).into_iter().map(|e| e.body).collect()
+        };
+        assert_eq!(bodies(&open_offline(dir.path()).unwrap()), ["a", "b"]);
+        for _ in 0..2 {
+            let s = SledStorage::open(dir.path(), 0, 1).unwrap();
+            let state = s.load().unwrap();
+            assert_eq!(state, offline, "open replays what the offline reader saw");
+            assert_eq!(
+                whole_log(&s)
+                    .into_iter()
+                    .map(|e| e.body)
+                    .collect::<Vec<_>>(),
+                ["a", "b"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_last_frame_is_cut_off_and_never_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+            s.persist(&[accept(0, 1, "kept")]).unwrap();
+        }
+        // Half of a frame after the last whole one: a crash inside its write.
+        let (mut wal, frames) = wal::Wal::open(dir.path()).unwrap();
+        assert_eq!(frames.len(), 1);
+        let end = wal::FILE_HEADER_LEN as u64 + wal.len();
+        assert!(wal.encode(&[accept(1, 1, "torn")]).unwrap());
+        let frame = wal.encoded().to_vec();
+        drop(wal);
+        {
+            use std::os::unix::fs::FileExt;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(dir.path().join(wal::WAL_FILE))
+                .unwrap();
+            file.write_all_at(&frame[..frame.len() / 2], end).unwrap();
+        }
+        let accepted =
+            |s: &SledStorage| -> Vec<Slot> { s.load().unwrap().accepted.keys().copied().collect() };
+        {
+            let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+            assert_eq!(
+                accepted(&s),
+                vec![0],
+                "the torn frame was never acknowledged"
+            );
+            // A shorter frame after the reset: the torn bytes behind it must not count.
+            s.persist(&[Record::Promise(Ballot::new(2, 0))]).unwrap();
+        }
+        let s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        assert_eq!(accepted(&s), vec![0]);
+        assert_eq!(s.load().unwrap().promised, Some(Ballot::new(2, 0)));
+    }
+
+    #[test]
+    fn the_log_is_checkpointed_at_its_bound_and_everything_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "x".repeat(16 << 10);
+        let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        let mut slot = 0;
+        while s.checkpoints() < 2 {
+            s.persist(&[accept(slot, 1, &body), accept(slot + 1, 1, &body)])
+                .unwrap();
+            // The next slot's accept stays pending: a checkpoint writes it to sled.
+            s.persist(&[decided(slot, &body), decided(slot + 1, &body)])
+                .unwrap();
+            s.persist(&[accept(slot + 2, 1, &body)]).unwrap();
+            slot += 2;
+        }
+        assert!(s.wal.len() < wal::WAL_CHECKPOINT_BYTES);
+        let file_bytes = fs::metadata(dir.path().join(wal::WAL_FILE)).unwrap().len();
+        assert!(
+            file_bytes
+                <= wal::WAL_CHECKPOINT_BYTES
+                    + wal::WAL_FRAME_BYTES_MAX as u64
+                    + 2 * wal::WAL_GROW_BYTES,
+            "the log file stays bounded: {file_bytes} bytes"
+        );
+        let before = s.load().unwrap();
+        assert_eq!(before.decided_upto, slot);
+        assert_eq!(
+            before.accepted.keys().copied().collect::<Vec<_>>(),
+            vec![slot]
+        );
+        drop(s);
+        let s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        assert_eq!(s.load().unwrap(), before);
     }
 }
