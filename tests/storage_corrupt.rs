@@ -1,9 +1,10 @@
 //! Corruption and identity checks of the sled backend: a flipped byte inside a stored value
-//! must surface as `Error::Corrupt` naming the tree and the slot (never silent data), and a
+//! must surface as `Error::Corrupt` naming the tree (or segment file) and the slot (never
+//! silent data), and a
 //! store opened as another replica or cluster must be `Error::WrongStore`.
 
 use paxos::core::{Ballot, Record, RequestId, Value};
-use paxos::storage::sled_store::{read_offline, SledStorage};
+use paxos::storage::sled_store::{read_offline, SledStorage, SEGMENT_DIR};
 use paxos::storage::{LogRead, Storage};
 use paxos::Error;
 use std::path::Path;
@@ -42,8 +43,9 @@ fn write_sample(dir: &Path) {
     }
     storage.persist(&records).unwrap();
     drop(storage);
-    // Reopen once: `open` folds the write-ahead log into sled and empties it, so what the
-    // tests below tamper with is the only copy (a logged copy would repair it).
+    // Reopen once: `open` checkpoints (accepts into sled, the applied slots 0..8 sealed
+    // into one segment, the write-ahead log emptied), so what the tests below tamper
+    // with is the only copy (a logged copy would repair it).
     drop(SledStorage::open(dir, UID, CLUSTER_ID).unwrap());
 }
 
@@ -102,29 +104,47 @@ fn flipped_byte_in_accepted_is_reported_with_tree_and_slot() {
     assert_corrupt(read_offline(dir.path()).unwrap_err(), "accepted", "slot 10");
 }
 
-#[test]
-fn flipped_byte_in_decided_is_reported_with_tree_and_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    write_sample(dir.path());
-    tamper(dir.path(), "decided", &4u64.to_be_bytes(), |v| {
-        v[5] ^= 0x01; // first bytes of the postcard payload
-    });
-    let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
-    assert_corrupt(storage.load().unwrap_err(), "decided", "slot 4");
-    assert_corrupt(
-        storage.read_log(2, 10, usize::MAX).unwrap_err(),
-        "decided",
-        "slot 4",
-    );
+/// The applied log's only segment file of the sample (slots 0..8, one block).
+fn segment_file(dir: &Path) -> std::path::PathBuf {
+    dir.join(SEGMENT_DIR).join("log-0-8.seg")
+}
+
+fn assert_corrupt_segment(err: Error, want_key: &str) {
+    match &err {
+        Error::Corrupt { tree, key, .. } => {
+            assert!(tree.contains("log-0-8.seg"), "{err}");
+            assert_eq!(key, want_key, "{err}");
+        }
+        other => panic!("expected Error::Corrupt in log-0-8.seg at {want_key}, got {other:?}"),
+    }
 }
 
 #[test]
-fn flipped_crc_byte_and_truncated_value_are_corrupt() {
+fn flipped_byte_in_a_segment_is_reported_with_file_and_slot() {
     let dir = tempfile::tempdir().unwrap();
     write_sample(dir.path());
-    tamper(dir.path(), "decided", &0u64.to_be_bytes(), |v| v[0] ^= 0x80);
+    let path = segment_file(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 0x01; // inside the block
+    std::fs::write(&path, &bytes).unwrap();
     let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
-    assert_corrupt(storage.load().unwrap_err(), "decided", "slot 0");
+    assert_corrupt_segment(storage.load().unwrap_err(), "slot 0");
+    assert_corrupt_segment(storage.read_log(2, 10, usize::MAX).unwrap_err(), "slot 0");
+}
+
+#[test]
+fn truncated_segment_and_value_are_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path());
+    let path = segment_file(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let storage = SledStorage::open(dir.path(), UID, CLUSTER_ID).unwrap();
+    let err = storage.load().unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { tree, .. } if tree.contains("log-0-8.seg")),
+        "{err}"
+    );
     drop(storage);
 
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,12 @@
 //! Reading the applied log: [`SledLog`], a cheap cloneable `Send + Sync` handle that
-//! reads slots from the segments below the sled tail and from the sled `decided` tree
-//! above it, while the flusher thread persists and the segment writer moves slots from
-//! sled into segments.
+//! reads slots from the segments and from the in-memory tail after them (`tail.rs`),
+//! while the flusher thread persists and the segment writer moves slots from the tail
+//! into segments.
 //!
 //! Consistency: a reader sees only slots below `durable_upto`, which `persist` raises
 //! after its sync returned. The segment writer registers a sealed segment in the index
-//! ([`LogShared::register`]) *before* it deletes the segment's slots from sled, so a slot
-//! a reader misses in sled is found in the index when it looks again. The open bulk
+//! ([`LogShared::register`]) *before* it drops the segment's slots from the tail, so a
+//! slot a reader misses in the tail is found in the index when it looks again. The open bulk
 //! segment (`bulk.rs`) is in the index after the sealed chain; its view is replaced after
 //! every durable append, and sealing swaps it for the sealed file in one step.
 //!
@@ -15,9 +15,10 @@
 //! [`BLOCK_CACHE_BYTES`] raw bytes, so a catch-up or dump that reads a block in several
 //! chunks decodes it once.
 
-use super::codec::{decode, slot_name};
+use super::codec::slot_name;
 use super::segment::{read_block, read_footer, Footer, SegmentName};
-use super::{sled_error, TREE_DECIDED};
+use super::tail::Tail;
+use super::TREE_DECIDED;
 use crate::core::{LogEntry, Slot, Value};
 use crate::storage::LogRead;
 use crate::Error;
@@ -102,7 +103,7 @@ impl BlockCache {
 
 /// What the store, its segment writer and every reader share.
 pub(super) struct LogShared {
-    decided: sled::Tree,
+    tail: Arc<Tail>,
     /// Every slot below this is applied and durable (raised after each `persist`).
     durable_upto: AtomicU64,
     /// The segment chain from slot 0, in slot order, and the open bulk segment after it.
@@ -111,9 +112,9 @@ pub(super) struct LogShared {
 }
 
 impl LogShared {
-    pub fn new(decided: sled::Tree, segments: Vec<SegmentName>, durable_upto: Slot) -> Self {
+    pub fn new(tail: Arc<Tail>, segments: Vec<SegmentName>, durable_upto: Slot) -> Self {
         LogShared {
-            decided,
+            tail,
             durable_upto: AtomicU64::new(durable_upto),
             segments: RwLock::new(Chain {
                 sealed: segments
@@ -246,20 +247,24 @@ impl LogShared {
         Ok(())
     }
 
-    /// Reads from the sled tail into `page` from `*next` on while slots are contiguous.
-    fn read_sled(&self, next: &mut Slot, upto: Slot, page: &mut Page) -> Result<(), Error> {
-        for item in self.decided.range(next.to_be_bytes()..upto.to_be_bytes()) {
-            let (key, bytes) = item.map_err(|e| sled_error("reading tree `decided`", e))?;
-            if key.as_ref() != next.to_be_bytes() {
-                return Ok(()); // moved to a segment meanwhile: the caller looks again
+    /// Reads from the tail into `page` from `*next` on (stops where the tail does not
+    /// hold `*next`: sealed meanwhile, the caller looks again).
+    fn read_tail(&self, next: &mut Slot, upto: Slot, page: &mut Page) -> Result<(), Error> {
+        let mut failed = None;
+        *next = self.tail.visit(*next, upto, |slot, bytes| {
+            match postcard::from_bytes::<(bool, Value)>(bytes) {
+                Ok((dup, value)) => page.push(LogEntry::from_decided(slot, &value, !dup)),
+                Err(e) => {
+                    failed = Some(Error::Corrupt {
+                        tree: "tail".to_string(),
+                        key: slot_name(slot),
+                        reason: format!("postcard decode: {e}"),
+                    });
+                    false
+                }
             }
-            let (dup, value): (bool, Value) = decode(TREE_DECIDED, &slot_name(*next), &bytes)?;
-            if !page.push(LogEntry::from_decided(*next, &value, !dup)) {
-                return Ok(());
-            }
-            *next += 1;
-        }
-        Ok(())
+        });
+        failed.map_or(Ok(()), Err)
     }
 
     pub fn read(
@@ -281,13 +286,13 @@ impl LogShared {
                     }
                 }
                 None => {
-                    self.read_sled(&mut next, upto, &mut page)?;
+                    self.read_tail(&mut next, upto, &mut page)?;
                     if next == before && !page.full() && self.segment_of(next).is_none() {
                         return Err(Error::Corrupt {
                             tree: TREE_DECIDED.to_string(),
                             key: slot_name(next),
                             reason: format!(
-                                "applied slot (below {upto}) is neither in sled nor in a segment"
+                                "applied slot (below {upto}) is neither in the tail nor in a segment"
                             ),
                         });
                     }

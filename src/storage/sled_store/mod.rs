@@ -2,99 +2,110 @@
 //!
 //! # Layout
 //!
-//! One store directory holds a sled `Db` with three trees, a directory of log segments
-//! and the write-ahead log `wal.log` (records not yet flushed into sled, at most 10 MiB):
-//! - `meta`: `format` (u32, [`FORMAT_VERSION`]), `uid` ([`Uid`]), `cluster_id` (u64),
-//!   `promised` ([`Ballot`]: the highest promise, with the highest ballot ever accepted
-//!   folded in), `sessions` ((slot, [`Session`] list): the latest session checkpoint);
-//! - `accepted`: slot -> (ballot, value) of the latest accept, only for slots not applied
-//!   yet (an accept is deleted by the `Decided` record of its slot, in the same persist):
-//!   bounded by the core's in-flight window;
-//! - `decided`: slot -> (dup, value), the *tail* of the applied log: slots
-//!   `segments_end..decided_upto`, contiguous. Bounded by about two segments
-//!   ([`DEFAULT_SEGMENT_SLOTS`]): the segment writer moves the oldest `segment_slots`
-//!   of them into a segment as soon as they are all durable;
-//! - `segments/log-<first>-<end>.seg`: the applied log below the tail, immutable files of
-//!   `segment_slots` slots each, chained from slot 0, each value stored once (see
-//!   `segment.rs` for the file format: blocks of up to [`DEFAULT_BLOCK_SLOTS`] entries,
-//!   zstd-compressed, crc32 per block, an index in the footer). A segment is usually
-//!   `segment_slots` long; the bulk path (below) also seals shorter ones;
+//! One store directory holds the write-ahead log `wal.log`, a directory of log segments,
+//! and a sled `Db` with three trees for the small state:
+//! - `wal.log` (see `wal.rs`): every record persisted since the last *checkpoint*, in
+//!   order, crc'd frames; preallocated, at most [`wal::WAL_CHECKPOINT_BYTES`] (8 MiB)
+//!   plus one call's frames. The only copy of the applied entries not sealed yet and of
+//!   the accepts not checkpointed yet;
+//! - `segments/log-<first>-<end>.seg`: the applied log, immutable files chained from slot
+//!   0, each value stored once (see `segment.rs` for the file format: blocks of up to
+//!   [`DEFAULT_BLOCK_SLOTS`] entries, zstd-compressed, crc32 per block, an index in the
+//!   footer). The background writer seals `segment_slots` at a time, a checkpoint seals
+//!   whatever the tail holds (so segments of a busy log are about 20-30k slots), the bulk
+//!   path seals its runs;
 //! - `segments/log-<first>.open`: at most one *open segment*, the bulk path's file (see
 //!   `bulk.rs`): slots `first..` of the applied log, after the sealed chain, while a long
-//!   run of applied entries (a catch-up) is written.
+//!   run of applied entries (a catch-up) is written;
+//! - sled `meta`: `format` (u32, [`FORMAT_VERSION`]), `uid` ([`Uid`]), `cluster_id` (u64),
+//!   `promised` ([`Ballot`]: the highest promise, with the highest ballot ever accepted
+//!   folded in), `sessions` ((slot, [`Session`] list): the latest session checkpoint),
+//!   `identity`, `peer_stores` (store ids), `applied_end` (the applied log's end at the
+//!   last checkpoint: `open` refuses a store that holds less, e.g. a lost segment file);
+//! - sled `accepted`: slot -> (ballot, value) of accepts still undecided at a checkpoint
+//!   (most accepts are decided before one and never reach sled): bounded by the core's
+//!   in-flight window;
+//! - sled `decided`: empty. A store written before the write-ahead log kept the applied
+//!   log's tail there; `open` moves it into a segment.
 //!
 //! Slot keys are big-endian `u64`. Every sled value is `crc32 (u32 BE) | postcard`,
 //! checked on every read; a mismatch is [`Error::Corrupt`] naming the tree (or segment
 //! file) and the slot, never silent data.
 //!
-//! Memory: sled's page cache is bounded by `sled_cache_bytes` (default
-//! [`SLED_CACHE_BYTES`], 32 MiB; sled's own default is 1 GiB); readers keep an LRU of
-//! decoded blocks ([`log::BLOCK_CACHE_BYTES`]) and one small index record per segment.
-//! Nothing is proportional to the log length except that index (tens of bytes a segment,
-//! plus about 28 bytes a block of a segment once read). The bulk path holds one call's
-//! run twice (postcard and compressed: bounded by what one `persist` is given, at most
-//! the core's unstored catch-up window, 32 chunks of at most 1 MiB of values), the open
-//! segment's block index (28 bytes a block, at most `segment_slots` + one run of slots),
-//! and while sealing it one segment's compressed bytes (as the segment writer does).
+//! Memory: the *tail* (`tail.rs`: the applied entries after the segments, postcard bytes
+//! each) is in memory, at most what was logged since the last checkpoint (8 MiB of
+//! records) or `segment_slots`; the pending accepts (accepted, not decided, not
+//! checkpointed: the in-flight window); sled's page cache, bounded by `sled_cache_bytes`
+//! (default [`SLED_CACHE_BYTES`], 32 MiB, and it only holds the small trees now);
+//! readers keep an LRU of decoded blocks ([`log::BLOCK_CACHE_BYTES`]) and one small
+//! index record per segment. Nothing is proportional to the log length except that
+//! index (tens of bytes a segment, plus about 28 bytes a block of a segment once read).
+//! The bulk path holds one call's run twice (postcard and compressed: bounded by what one
+//! `persist` is given, at most the core's unstored catch-up window, 32 chunks of at most
+//! 1 MiB of values), the open segment's block index (28 bytes a block, at most
+//! `segment_slots` + one run of slots), and while sealing it one segment's compressed
+//! bytes (as the segment writer does).
 //!
 //! # When data becomes durable
 //!
-//! The steady state (a call with a few records: accepts, a promise, the last round's
-//! decided entries) goes through the *write-ahead log* `wal.log` (see `wal.rs`):
-//! [`SledStorage::persist`] appends the call's records as one crc'd frame, `fdatasync`s
-//! it, and only then applies them to sled, without flushing sled (sled writes them out
-//! on its own, every 500 ms). One `write` and one `fdatasync` a call. Once the log passes
-//! 8 MiB it is *checkpointed*: sled is flushed and made durable (below), then the log is
-//! emptied. `open` replays the log over sled (idempotent) and checkpoints.
+//! The steady state: [`SledStorage::persist`] appends the call's records (all but a
+//! session checkpoint) to the write-ahead log, one `write` at a preallocated offset and
+//! one `fdatasync`; records are durable exactly when that returns. Only then are they
+//! applied, none flushed: applied entries to the tail, accepts to the pending accepts,
+//! a promise or store ids to sled (which writes them out on its own).
 //!
-//! A call that skips the log (a bulk run, a session checkpoint, a frame over 2 MiB)
-//! first checkpoints, then applies its records as sled batches in this order: `meta`
-//! (promise), `decided` (the new applied entries), `meta` (the session checkpoint),
-//! `accepted` (new accepts, and the deletion of the accepts of the slots just applied);
-//! then one `Db::flush()` for the whole call (group commit), an `fsync` of any new sled
-//! blob file and `sync_data()` of sled's data file (sled's flush alone is
-//! `sync_file_range`, which survives `kill -9` but not a power loss). Records are
-//! durable exactly when `persist` returns `Ok`. sled recovers a prefix of its log, so a
-//! crash inside `persist` keeps a prefix of these batches: an accept is never deleted
-//! unless its slot's applied entry is kept (no accepted value vouched for is lost), and
-//! a session checkpoint is never kept without the applied entries below it.
+//! A *checkpoint* (the log passed 8 MiB, a call carries a session checkpoint, or `open`)
+//! seals the tail into a segment (`.tmp`, fsync, rename, fsync the directory), writes the
+//! pending accepts, the session checkpoint and `applied_end` to sled, flushes sled and
+//! forces it to disk (`Db::flush()`, an `fsync` of any new sled blob file, `sync_data()`
+//! of sled's data file: sled's flush alone is `sync_file_range`, which survives `kill -9`
+//! but not a power loss), and only then empties the log. A session checkpoint is so never
+//! durable before the applied entries below it (they are in the log or a segment).
+//!
+//! A bulk run (a catch-up) checkpoints first, then goes to the open segment (below), and
+//! the rest of its call to sled, flushed.
+//!
+//! Crash argument: at every instant the durable state is "segments + sled + the log
+//! replayed over them". Replaying is idempotent (`wal.rs`, 2): an accept at a slot is
+//! replaced by the latest, a promise only rises, an applied entry below the log's end is
+//! dropped, the rest is "the latest wins" in log order. The log is emptied only after
+//! everything in it is in a segment or a flushed sled.
 //!
 //! # The bulk path (catch-up at disk speed)
 //!
 //! A `persist` whose Decided records extend the applied log by at least
-//! `bulk_min_entries` ([`BULK_MIN_ENTRIES`], one catch-up chunk) does not write them to
-//! sled: it pauses the segment writer, seals the sled tail below them itself, creates an
-//! open segment at the log's end, and appends the run to it (zstd blocks, one frame a
-//! block, one write and one `fdatasync` a call) *before* it applies the rest of the call
+//! `bulk_min_entries` ([`BULK_MIN_ENTRIES`], one catch-up chunk) checkpoints (the log and
+//! the tail are empty from then on while the open segment exists), creates an open
+//! segment at the log's end, and appends the run to it (zstd blocks, one frame a block,
+//! one write and one `fdatasync` a call) *before* it applies the rest of the call
 //! (promise, session checkpoint, accepts) to sled, and skips sled's flush when nothing
-//! else was written. Later calls append to the open segment while their runs stay
-//! longer than a quarter of `bulk_min_entries`; it is sealed into an ordinary segment once
-//! it holds `segment_slots` slots or when a shorter run arrives (which then goes to
-//! sled as before, and the segment writer resumes after the sealed chain). Each entry is
-//! written once (twice counting the seal's copy of its compressed block) instead of to
-//! sled's log, its page file, read back, compressed and deleted. Crash safety: `bulk.rs`.
+//! else was written. Later calls append to the open segment while their runs stay longer
+//! than a quarter of `bulk_min_entries`; it is sealed into an ordinary segment once it
+//! holds `segment_slots` slots or when a shorter run arrives (which then goes through the
+//! log again, and the segment writer resumes after the sealed chain). Crash safety:
+//! `bulk.rs`.
+//!
 //! # Segments: when and why it is safe
 //!
-//! One background thread (`writer.rs`, never `persist`) waits until the durable applied
-//! prefix passes the end of the next segment, reads those slots from `decided` (checking
-//! every crc), writes `<name>.tmp`, fsyncs it, renames it into place and fsyncs the
-//! directory; then it registers the segment with the readers and only then deletes its
-//! slots from `decided` (that deletion becomes durable with the next flush). Crash
-//! argument: before the directory fsync the slots are still in sled (a stale `.tmp` is
-//! removed at the next open); after it the segment is durable, and slots left in sled
-//! below the segment chain (a deletion not flushed) are removed at the next open. A
-//! reader that misses a slot in sled looks at the index again, where it already is. A
-//! write failure is a `warn!` and stops sealing until the next open; the tail just
-//! stays in sled.
+//! One background thread (`writer.rs`) waits until the durable applied prefix passes the
+//! end of the next segment, copies those slots from the tail, writes `<name>.tmp`, fsyncs
+//! it, renames it into place and fsyncs the directory; then it registers the segment
+//! with the readers and only then drops its slots from the tail. A checkpoint does the
+//! same for the whole tail, in `persist`. Crash argument: the log still holds the slots
+//! (it is emptied only by a checkpoint, after its seal); a stale `.tmp` is removed at the
+//! next open. A reader that misses a slot in the tail looks at the index again, where it
+//! already is. A write failure is a `warn!` and stops sealing until the next open; the
+//! tail stays in memory and the log is not emptied (both grow).
 //!
 //! # Restart
 //!
 //! `open` first recovers an open segment a crash or stop left (its checked prefix is
 //! sealed; it holds at most `segment_slots` plus one call's run), then lists segment
-//! *names* only (the chain must run from slot 0 without a gap:
-//! segments are the only copy of their slots, so a gap is [`Error::Corrupt`]) and looks
-//! at the first and last key of `decided`; `load` reads `accepted`, the session
-//! checkpoint and the applied entries after it (the tail the core replays, at most
+//! *names* only (the chain must run from slot 0 without a gap: segments are the only
+//! copy of their slots, so a gap is [`Error::Corrupt`]), replays the log (at most
+//! 8 MiB plus a call; its applied entries must continue the chain, else
+//! [`Error::Corrupt`]) and checkpoints. `load` reads `accepted`, the session checkpoint
+//! and the applied entries after it (the tail the core replays, at most
 //! [`crate::core::SESSIONS_CHECKPOINT_SLOTS`] plus one flush of them). Both are
 //! independent of the log length. Segment footers are read on first use.
 //!
@@ -103,7 +114,8 @@
 //! 1. The stored promise never goes backwards; it is at least every durable accept's
 //!    ballot.
 //! 2. The applied log only grows at its end: a `Decided` record for a slot already
-//!    stored is dropped; one past the end (a hole) is a core bug, logged and dropped.
+//!    stored is dropped; one past the end (a hole) is a core bug, logged and dropped (in
+//!    the log at `open`: [`Error::Corrupt`]).
 //! 3. A store belongs to one replica of one cluster: `open` with another uid or cluster
 //!    id is [`Error::WrongStore`].
 //! 4. After any failed write or sync the storage is poisoned: every later `persist` fails
@@ -115,19 +127,22 @@
 //! are refused with [`Error::UnsupportedFormat`], whose message says how to migrate:
 //! `paxosctl snapshot save` from the cluster running the old build, then `paxosctl
 //! snapshot restore` (which computes the applied kinds and the session checkpoint).
+//! Format 3 stores from before the write-ahead log open as they are (their sled tail is
+//! moved into a segment at the first open).
 //!
 //! # Files
 //!
 //! - `mod.rs` (this file): the layout, [`SledStorage`] (open, identity and format checks,
-//!   `load`, `persist` and its batches, poisoning), the meta tree readers.
-//! - `log.rs`: [`SledLog`], the reader of the applied log (segments + sled tail).
+//!   `load`, `persist`, checkpoints, poisoning), the meta tree readers.
+//! - `wal.rs`: the write-ahead log of the commit path (format, append, replay).
+//! - `tail.rs`: the applied log's tail in memory.
+//! - `log.rs`: [`SledLog`], the reader of the applied log (segments + tail).
 //! - `segment.rs`: the segment file format.
 //! - `writer.rs`: the background segment writer.
 //! - `bulk.rs`: the open segment of the bulk path (format, append, recovery, seal).
 //! - `codec.rs`: the value codec (crc32 + postcard) and slot keys.
 //! - `offline.rs`: [`open_offline`] / [`read_offline`], for a stopped replica's store.
 //! - `sync.rs`: making a flush durable (blob files, `sync_data` of sled's data file).
-//! - `wal.rs`: the write-ahead log of the commit path (format, append, replay).
 
 mod bulk;
 mod codec;
@@ -135,6 +150,7 @@ mod log;
 mod offline;
 mod segment;
 mod sync;
+mod tail;
 mod wal;
 mod writer;
 
@@ -154,7 +170,8 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use sync::Durability;
-use tracing::{debug, error, info};
+use tail::Tail;
+use tracing::{debug, error, info, warn};
 use writer::{Writer, WriterConfig};
 
 /// The layout version written in `meta` under `format`; `open` refuses any other.
@@ -179,6 +196,9 @@ const KEY_PROMISED: &str = "promised";
 const KEY_SESSIONS: &str = "sessions";
 const KEY_IDENTITY: &str = "identity";
 const KEY_PEER_STORES: &str = "peer_stores";
+/// The end of the applied log at the last checkpoint (every slot below it is in a
+/// segment or the write-ahead log): `open` refuses a store that holds less.
+const KEY_APPLIED_END: &str = "applied_end";
 
 /// sled's data file inside the store directory (the file `sync_data` must reach).
 const SLED_DATA_FILE: &str = "db";
@@ -203,7 +223,8 @@ impl std::fmt::Display for StoreMeta {
 /// Tuning of a read-write store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Applied slots per segment; 0 seals none (the whole log stays in sled).
+    /// Applied slots per segment sealed in the background; 0 seals none there (segments
+    /// are then written only at checkpoints, one for the whole tail).
     pub segment_slots: u64,
     /// Most entries per segment block (a block is also closed at 256 KiB raw).
     pub block_slots: u32,
@@ -255,8 +276,18 @@ pub struct SledStorage {
     open: Option<bulk::OpenSegment>,
     /// The write-ahead log of the commit path (`wal.rs`).
     wal: wal::Wal,
+    /// The applied log after the segments, in memory (`tail.rs`), shared with the
+    /// readers and the segment writer.
+    tail: Arc<Tail>,
     /// Number of times the write-ahead log was folded into a flushed sled.
     checkpoints: u64,
+    /// Accepts in the write-ahead log and not in sled yet (slot -> the latest), written
+    /// to sled's `accepted` at the next checkpoint. Most are decided before then, and then
+    /// never touch sled. Bounded like `accepted`: by the core's in-flight window.
+    pending_accepts: BTreeMap<Slot, (Ballot, Value)>,
+    /// The slots sled's `accepted` tree holds (same bound), so that a decided slot's
+    /// accept is deleted from sled only when it is there.
+    sled_accepts: std::collections::BTreeSet<Slot>,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -270,6 +301,8 @@ impl std::fmt::Debug for SledStorage {
             .field("poisoned", &self.poisoned)
             .field("flushes", &self.flushes)
             .field("wal_bytes", &self.wal.len())
+            .field("tail_slots", &self.tail.len())
+            .field("tail_bytes", &self.tail.bytes())
             .finish()
     }
 }
@@ -333,11 +366,12 @@ impl SledStorage {
             info!(dir = %dir.display(), leftover, stale, "removed slots left behind by a crash");
         }
         let promised = trees.meta_value::<Ballot>(KEY_PROMISED)?;
-        let log = Arc::new(LogShared::new(
-            trees.decided.clone(),
-            segments,
-            decided_upto,
-        ));
+        // A store written before the write-ahead log kept the tail in sled's `decided`:
+        // read into memory here, sealed by the checkpoint at the end of `open`, then
+        // removed from sled.
+        let tail = Arc::new(Tail::new(segments_end));
+        let legacy_end = read_legacy_tail(&trees, segments_end, decided_upto, &tail)?;
+        let log = Arc::new(LogShared::new(tail.clone(), segments, decided_upto));
         let writer = Writer::start(
             WriterConfig {
                 dir: segment_dir,
@@ -347,7 +381,7 @@ impl SledStorage {
                 pause_ms: options.segment_pause_ms,
             },
             log.clone(),
-            trees.decided.clone(),
+            tail.clone(),
         );
         if fresh {
             info!(dir = %dir.display(), uid, cluster_id, "fresh store created");
@@ -355,6 +389,15 @@ impl SledStorage {
             info!(dir = %dir.display(), uid, cluster_id, ?promised, decided_upto, segments_end, "store opened");
         }
         let (wal, frames) = wal::Wal::open(dir)?;
+        let sled_accepts = trees
+            .accepted
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map_err(|e| sled_error("reading tree `accepted`", e))
+                    .and_then(|k| decode_slot(TREE_ACCEPTED, &k))
+            })
+            .collect::<Result<_, Error>>()?;
         let mut storage = SledStorage {
             dir: dir.to_path_buf(),
             meta: expected,
@@ -369,27 +412,39 @@ impl SledStorage {
             options,
             open: None,
             wal,
+            tail,
             checkpoints: 0,
+            pending_accepts: BTreeMap::new(),
+            sled_accepts,
         };
-        if frames.is_empty() {
-            // A new epoch, so no torn bytes after the log's end ever count (`wal.rs`, 3).
-            storage.wal.reset()?;
-        } else {
-            storage.replay(&frames)?;
+        // The log's records go where they belong, the tail into segments, and the log
+        // starts a new epoch (so no torn bytes after its end ever count: `wal.rs`, 3).
+        storage.replay(&frames)?;
+        if legacy_end > segments_end && storage.tail.first() >= legacy_end {
+            writer::remove_range(&storage.trees.decided, segments_end, legacy_end)?;
+            storage.sync()?;
+            info!(dir = %storage.dir.display(), slots = legacy_end - segments_end, "moved the applied log's tail from sled into segments");
         }
         Ok(storage)
     }
 
-    /// Applies the write-ahead log's frames over sled (idempotent: `wal.rs`, crash
-    /// argument 2), flushes sled and empties the log.
+    /// Applies the write-ahead log's frames (idempotent: `wal.rs`, crash argument 2), then
+    /// checkpoints: the tail is sealed, sled flushed and the log emptied.
     fn replay(&mut self, frames: &[Vec<Record>]) -> Result<(), Error> {
         let started = std::time::Instant::now();
         let from = self.decided_upto;
         for records in frames {
-            let (upto, _) = self.apply(records, false)?;
-            self.decided_upto = upto;
+            let next = records.iter().find_map(|r| match r {
+                Record::Decided { slot, .. } if *slot >= self.decided_upto => Some(*slot),
+                _ => None,
+            });
+            if let Some(slot) = next.filter(|slot| *slot > self.decided_upto) {
+                return Err(missing_slots(self.decided_upto, slot));
+            }
+            self.apply(records, Mode::Logged)?;
         }
-        self.checkpoint()?;
+        check_applied_end(&self.trees, self.decided_upto)?;
+        self.checkpoint(None)?;
         self.log.set_durable_upto(self.decided_upto);
         self.writer.advance(self.decided_upto);
         info!(
@@ -453,55 +508,119 @@ impl SledStorage {
     /// Applies `records` and makes them durable; on error the caller poisons the storage.
     /// Returns the new end of the applied log.
     ///
-    /// The steady state goes through the write-ahead log (`wal.rs`): one frame, one
-    /// `fdatasync`, then sled without a flush. A bulk run, a session checkpoint or a frame
-    /// over [`wal::WAL_FRAME_BYTES_MAX`] flushes sled instead, which also empties the log.
+    /// The steady state goes through the write-ahead log (`wal.rs`): the call's records
+    /// (but a session checkpoint) as frames, one `fdatasync`; then applied entries go to
+    /// the in-memory tail, accepts to the pending accepts, the rest to sled, none flushed.
+    /// A session checkpoint, or a log past its bound, then checkpoints. A bulk run (a
+    /// catch-up) goes to the open segment instead, with the rest of its call to a flushed
+    /// sled, after a checkpoint (so the log and the tail are empty while it is open).
     fn write(&mut self, records: &[Record]) -> Result<Slot, Error> {
         let extends = extends_by(records, self.decided_upto);
-        let bulk_sized =
-            self.options.bulk_min_entries > 0 && extends >= self.options.bulk_min_entries as u64;
-        let logged = self.open.is_none()
-            && !bulk_sized
-            && !records
-                .iter()
-                .any(|r| matches!(r, Record::SessionsCheckpoint { .. }))
-            && self.wal.encode(records)?;
-        if logged {
-            self.wal.append_encoded()?;
-            let (upto, _) = self.apply(records, false)?;
-            if self.wal.len() >= wal::WAL_CHECKPOINT_BYTES {
-                self.checkpoint()?;
+        if self.open.is_some() && extends > 0 && extends < self.options.bulk_min_entries as u64 / 4
+        {
+            // The long run is over: back to the log for the entries at the write rate.
+            self.seal_open()?;
+        }
+        let bulk = self.open.is_some()
+            || (self.options.bulk_min_entries > 0
+                && extends >= self.options.bulk_min_entries as u64
+                && self.options.segment_slots > 0
+                && self.writer.usable());
+        if bulk {
+            if self.wal.len() > 0 || self.tail.len() > 0 {
+                self.checkpoint(None)?;
             }
-            return Ok(upto);
+            return self.apply(records, Mode::Flushed);
         }
-        // Empty the log first (`wal.rs`, crash argument 4): once these records reach sled,
-        // which may flush them at any time, no older logged record may be replayed.
-        if self.wal.len() > 0 {
-            self.checkpoint()?;
+        let sessions = records.iter().rev().find_map(|r| match r {
+            Record::SessionsCheckpoint { upto, sessions } => Some((*upto, sessions.as_slice())),
+            _ => None,
+        });
+        let upto = if sessions.is_some() {
+            let rest: Vec<Record> = records
+                .iter()
+                .filter(|r| !matches!(r, Record::SessionsCheckpoint { .. }))
+                .cloned()
+                .collect();
+            self.log_and_apply(&rest)?
+        } else {
+            self.log_and_apply(records)?
+        };
+        if let Some((at, table)) = sessions {
+            if at > upto {
+                error!(
+                    at,
+                    decided_upto = upto,
+                    "session checkpoint past the applied log; dropped"
+                );
+                self.checkpoint(None)?;
+            } else {
+                self.checkpoint(Some((at, table)))?;
+            }
+        } else if self.wal.len() >= wal::WAL_CHECKPOINT_BYTES {
+            self.checkpoint(None)?;
         }
-        let (upto, _) = self.apply(records, true)?;
         Ok(upto)
     }
 
-    /// Makes sled durable (every logged record is in it) and empties the write-ahead log.
-    fn checkpoint(&mut self) -> Result<(), Error> {
+    /// Appends `records` to the write-ahead log (durable when this returns) and applies
+    /// them without a flush.
+    fn log_and_apply(&mut self, records: &[Record]) -> Result<Slot, Error> {
+        if records.is_empty() {
+            return Ok(self.decided_upto);
+        }
+        self.wal.append(records)?;
+        self.apply(records, Mode::Logged)
+    }
+
+    /// Seals the tail into segments, writes the pending accepts (and `sessions`, the
+    /// session checkpoint of a call) to sled, makes sled durable, and then, everything
+    /// logged being elsewhere now, empties the write-ahead log. If the tail cannot be
+    /// sealed (the segment writer failed) the log is kept: it is the tail's only copy.
+    fn checkpoint(&mut self, sessions: Option<(Slot, &[Session])>) -> Result<(), Error> {
+        let upto = self.decided_upto;
+        if self.tail.len() > 0 && self.writer.sealable() {
+            match self.writer.take_over(&self.log, &self.tail, upto) {
+                Ok(()) => self.writer.resume(upto),
+                Err(reason) => {
+                    warn!(dir = %self.dir.display(), %reason, "cannot seal the log's tail; it stays in memory and the write-ahead log grows until a restart");
+                }
+            }
+        }
+        if !self.pending_accepts.is_empty() {
+            let mut batches = Batches::default();
+            for (slot, entry) in &self.pending_accepts {
+                batches.insert(&slot.to_be_bytes(), encode(entry)?);
+            }
+            batches.apply(&self.trees.accepted, "writing accepted entries")?;
+            self.sled_accepts
+                .extend(std::mem::take(&mut self.pending_accepts).into_keys());
+        }
+        if let Some(checkpoint) = sessions {
+            self.trees
+                .meta
+                .insert(KEY_SESSIONS, encode(&checkpoint)?)
+                .map_err(|e| sled_error("writing the session checkpoint", e))?;
+        }
+        self.trees
+            .meta
+            .insert(KEY_APPLIED_END, encode(&upto)?)
+            .map_err(|e| sled_error("writing the applied log's end", e))?;
         self.sync()?;
-        self.wal.reset()?;
+        if self.tail.len() == 0 {
+            self.wal.reset()?;
+        }
         self.checkpoints += 1;
         Ok(())
     }
 
-    /// Applies `records` to sled (and a bulk run to the open segment); with `sync`, flushes
-    /// sled when it was written to. Returns the new end of the applied log and whether
-    /// sled was flushed.
-    fn apply(&mut self, records: &[Record], sync: bool) -> Result<(Slot, bool), Error> {
+    /// Applies `records`: applied entries to the tail (or, on the bulk path, to the open
+    /// segment), the rest to sled; [`Mode::Flushed`] flushes sled when it was written to.
+    /// Returns the new end of the applied log (also `self.decided_upto` from now on).
+    fn apply(&mut self, records: &[Record], mode: Mode) -> Result<Slot, Error> {
         let extends = extends_by(records, self.decided_upto);
-        if self.open.is_some() && extends > 0 && extends < self.options.bulk_min_entries as u64 / 4
-        {
-            // The long run is over: back to sled for the entries at the write rate.
-            self.seal_open()?;
-        }
         if self.open.is_none()
+            && mode == Mode::Flushed
             && self.options.bulk_min_entries > 0
             && extends >= self.options.bulk_min_entries as u64
             && self.options.segment_slots > 0
@@ -510,21 +629,21 @@ impl SledStorage {
             self.start_open()?;
         }
         let bulk = self.open.is_some();
+        debug_assert!(!bulk || mode == Mode::Flushed);
         // Accepts to delete with the applied entries of the bulk run (usually none: an
         // acceptor accepts little above its prefix while it catches up).
         let mut accepts_present: std::collections::HashSet<Slot> = if bulk && extends > 0 {
             let (from, to) = (self.decided_upto, self.decided_upto + extends);
-            self.trees
-                .accepted
-                .range(from.to_be_bytes()..to.to_be_bytes())
-                .keys()
-                .map(|k| {
-                    k.map_err(|e| sled_error("reading tree `accepted`", e))
-                        .and_then(|k| decode_slot(TREE_ACCEPTED, &k))
-                })
-                .collect::<Result<_, Error>>()?
+            self.sled_accepts.range(from..to).copied().collect()
         } else {
             Default::default()
+        };
+        let accepts = match mode {
+            Mode::Logged => Accepts::Logged {
+                pending: &mut self.pending_accepts,
+                in_sled: &mut self.sled_accepts,
+            },
+            Mode::Flushed => Accepts::Sled(Some(&mut self.sled_accepts)),
         };
         let staged = Staged::new(
             &self.trees,
@@ -532,6 +651,7 @@ impl SledStorage {
             self.decided_upto,
             records,
             bulk.then_some(&mut accepts_present),
+            accepts,
         )?;
         // The bulk run first, durable before sled sees anything of this call (sled may
         // flush on its own at any time: bulk.rs, crash argument 2).
@@ -550,12 +670,12 @@ impl SledStorage {
             }
         }
         let (promise, upto) = (staged.promise, staged.upto);
-        let sled_dirty = staged.apply_sled(&self.trees, self.promised)?;
-        let synced = sync && sled_dirty;
-        if synced {
+        let sled_dirty = staged.apply_sled(&self.trees, self.promised, &self.tail)?;
+        if mode == Mode::Flushed && sled_dirty {
             self.sync()?;
         }
         self.promised = promise;
+        self.decided_upto = upto;
         if self
             .open
             .as_ref()
@@ -563,7 +683,7 @@ impl SledStorage {
         {
             self.seal_open()?;
         }
-        Ok((upto, synced))
+        Ok(upto)
     }
 
     /// Starts the bulk path at the end of the applied log: the segment writer is paused
@@ -572,9 +692,9 @@ impl SledStorage {
     fn start_open(&mut self) -> Result<(), Error> {
         let upto = self.decided_upto;
         self.writer
-            .take_over(&self.log, &self.trees.decided, upto)
+            .take_over(&self.log, &self.tail, upto)
             .map_err(|reason| Error::Sled {
-                context: format!("sealing the sled tail below slot {upto} for a bulk write"),
+                context: format!("sealing the tail below slot {upto} for a bulk write"),
                 reason,
             })?;
         let dir = self.dir.join(SEGMENT_DIR);
@@ -612,7 +732,11 @@ impl Storage for SledStorage {
     /// The promise, the accepts above the applied log, the session checkpoint and the
     /// applied entries after it (module doc, "Restart").
     fn load(&self) -> Result<PersistentState, Error> {
-        load_state(&self.trees, &self.log, self.decided_upto)
+        let mut state = load_state(&self.trees, &self.log, self.decided_upto)?;
+        for (slot, entry) in self.pending_accepts.range(self.decided_upto..) {
+            state.accepted.insert(*slot, entry.clone());
+        }
+        Ok(state)
     }
 
     fn persist(&mut self, records: &[Record]) -> Result<(), Error> {
@@ -625,11 +749,12 @@ impl Storage for SledStorage {
         if records.is_empty() {
             return Ok(());
         }
+        let before = self.decided_upto;
         match self.write(records) {
             Ok(upto) => {
                 self.flushes += 1;
-                if upto != self.decided_upto {
-                    self.decided_upto = upto;
+                debug_assert_eq!(upto, self.decided_upto);
+                if upto != before {
                     self.log.set_durable_upto(upto);
                     self.writer.advance(upto);
                 }
@@ -693,12 +818,36 @@ impl Batches {
     }
 
     fn apply(self, tree: &sled::Tree, context: &str) -> Result<(), Error> {
+        if self.is_empty() {
+            return Ok(()); // sled logs even an empty batch (a write for its IO threads)
+        }
         for batch in self.done.into_iter().chain([self.current]) {
             tree.apply_batch(batch)
                 .map_err(|e| sled_error(context, e))?;
         }
         Ok(())
     }
+}
+
+/// How a call's records reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// They are in the write-ahead log already: sled is not flushed, accepts wait in
+    /// memory for the next checkpoint.
+    Logged,
+    /// sled is flushed once they are applied.
+    Flushed,
+}
+
+/// Where a call's accepts go.
+enum Accepts<'a> {
+    /// Into sled's `accepted` tree (with the set of its slots to keep up to date, if any).
+    Sled(Option<&'a mut std::collections::BTreeSet<Slot>>),
+    /// Into the pending accepts until the next checkpoint (the call is logged).
+    Logged {
+        pending: &'a mut BTreeMap<Slot, (Ballot, Value)>,
+        in_sled: &'a mut std::collections::BTreeSet<Slot>,
+    },
 }
 
 /// What one call's records change in sled, staged as batches in memory (plus, on the bulk
@@ -709,7 +858,9 @@ struct Staged<'r> {
     /// The end of the applied log after these records.
     upto: Slot,
     accepted: Batches,
-    decided: Batches,
+    /// The new applied entries for the tail: postcard `(dup, value)` each, from `decided_first`.
+    decided: Vec<Vec<u8>>,
+    decided_first: Slot,
     sessions: Option<(Slot, &'r [Session])>,
     identity: Option<(u64, Standing)>,
     peer_stores: Option<BTreeMap<Uid, (u64, bool)>>,
@@ -728,12 +879,14 @@ impl<'r> Staged<'r> {
         upto: Slot,
         records: &'r [Record],
         mut bulk: Option<&mut std::collections::HashSet<Slot>>,
+        mut accepts: Accepts<'_>,
     ) -> Result<Staged<'r>, Error> {
         let mut staged = Staged {
             promise: promised,
             upto,
             accepted: Batches::default(),
-            decided: Batches::default(),
+            decided: Vec::new(),
+            decided_first: upto,
             sessions: None,
             identity: None,
             peer_stores: None,
@@ -758,9 +911,19 @@ impl<'r> Staged<'r> {
                         debug!(slot, "ignoring an accept of an applied slot");
                         continue;
                     }
-                    staged
-                        .accepted
-                        .insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
+                    match &mut accepts {
+                        Accepts::Sled(in_sled) => {
+                            staged
+                                .accepted
+                                .insert(&slot.to_be_bytes(), encode(&(ballot, value))?);
+                            if let Some(in_sled) = in_sled {
+                                in_sled.insert(*slot);
+                            }
+                        }
+                        Accepts::Logged { pending, .. } => {
+                            pending.insert(*slot, (*ballot, value.clone()));
+                        }
+                    }
                     if let Some(present) = bulk.as_deref_mut() {
                         present.insert(*slot);
                     }
@@ -794,11 +957,30 @@ impl<'r> Staged<'r> {
                         if present.contains(slot) {
                             staged.accepted.remove(&slot.to_be_bytes());
                         }
+                        if let Accepts::Sled(Some(in_sled)) = &mut accepts {
+                            in_sled.remove(slot);
+                        }
                     } else {
-                        staged
-                            .decided
-                            .insert(&slot.to_be_bytes(), encode(&(*dup, value))?);
-                        staged.accepted.remove(&slot.to_be_bytes());
+                        let entry =
+                            postcard::to_stdvec(&(*dup, value)).map_err(|e| Error::Encode {
+                                what: "applied entry".to_string(),
+                                reason: e.to_string(),
+                            })?;
+                        staged.decided.push(entry);
+                        match &mut accepts {
+                            Accepts::Sled(in_sled) => {
+                                staged.accepted.remove(&slot.to_be_bytes());
+                                if let Some(in_sled) = in_sled {
+                                    in_sled.remove(slot);
+                                }
+                            }
+                            Accepts::Logged { pending, in_sled } => {
+                                pending.remove(slot);
+                                if in_sled.remove(slot) {
+                                    staged.accepted.remove(&slot.to_be_bytes());
+                                }
+                            }
+                        }
                     }
                     staged.upto += 1;
                 }
@@ -841,11 +1023,16 @@ impl<'r> Staged<'r> {
         Ok(staged)
     }
 
-    /// Applies the staged sled writes (not the bulk run) in the crash order of the module
-    /// doc, without flushing. Returns whether sled was written to at all.
-    fn apply_sled(self, trees: &Trees, promised: Option<Ballot>) -> Result<bool, Error> {
+    /// Applies the staged writes (not the bulk run): the new applied entries to `tail`,
+    /// the rest to sled in the crash order of the module doc, without flushing. Returns
+    /// whether sled was written to at all.
+    fn apply_sled(
+        self,
+        trees: &Trees,
+        promised: Option<Ballot>,
+        tail: &Tail,
+    ) -> Result<bool, Error> {
         let sled_dirty = self.promise != promised
-            || !self.decided.is_empty()
             || self.sessions.is_some()
             || !self.accepted.is_empty()
             || self.identity.is_some()
@@ -875,8 +1062,7 @@ impl<'r> Staged<'r> {
                     .map_err(|e| sled_error("writing the promise", e))?;
             }
         }
-        self.decided
-            .apply(&trees.decided, "writing applied entries")?;
+        tail.extend(self.decided_first, self.decided);
         if let Some(checkpoint) = self.sessions {
             trees
                 .meta
@@ -961,6 +1147,62 @@ fn recover_open_segments(
         open.remove();
     }
     Ok(())
+}
+
+/// Reads the slots `from..upto` of sled's `decided` tree (a store from before the tail
+/// moved to memory; checking every crc) into `tail`; returns `upto`, or `from` if there
+/// are none.
+fn read_legacy_tail(trees: &Trees, from: Slot, upto: Slot, tail: &Tail) -> Result<Slot, Error> {
+    let mut entries = Vec::new();
+    let mut next = from;
+    for item in trees.decided.range(from.to_be_bytes()..upto.to_be_bytes()) {
+        let (key, bytes) = item.map_err(|e| sled_error("reading tree `decided`", e))?;
+        let slot = decode_slot(TREE_DECIDED, &key)?;
+        if slot != next {
+            return Err(Error::Corrupt {
+                tree: TREE_DECIDED.to_string(),
+                key: slot_name(next),
+                reason: format!("missing from the sled tail (next key is slot {slot})"),
+            });
+        }
+        entries.push(codec::check_crc(TREE_DECIDED, slot, &bytes)?.to_vec());
+        next += 1;
+    }
+    if next != upto {
+        return Err(Error::Corrupt {
+            tree: TREE_DECIDED.to_string(),
+            key: slot_name(next),
+            reason: format!("the sled tail ends before slot {upto}"),
+        });
+    }
+    tail.extend(from, entries);
+    Ok(next)
+}
+
+/// The applied log, as found, ends at `end`, yet the write-ahead log goes on at `next`.
+fn missing_slots(end: Slot, next: Slot) -> Error {
+    Error::Corrupt {
+        tree: "segments".to_string(),
+        key: slot_name(end),
+        reason: format!(
+            "the applied log ends at slot {end} but the write-ahead log continues it at slot {next} (a segment file missing?)"
+        ),
+    }
+}
+
+/// The applied log, as found (segments, tail and write-ahead log), must reach the end
+/// recorded at the last checkpoint.
+fn check_applied_end(trees: &Trees, decided_upto: Slot) -> Result<(), Error> {
+    match trees.meta_value::<Slot>(KEY_APPLIED_END)? {
+        Some(end) if end > decided_upto => Err(Error::Corrupt {
+            tree: "segments".to_string(),
+            key: slot_name(decided_upto),
+            reason: format!(
+                "the applied log ends at slot {decided_upto}, the last checkpoint recorded {end} (a segment file missing?)"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// What `load` returns, for a read-write or an offline store.

@@ -5,13 +5,15 @@
 use super::bulk;
 use super::log::LogShared;
 use super::segment::Compression;
+use super::tail::Tail;
 use super::wal;
 use super::SledLog;
 use super::{
-    load_state, locate, open_db, Staged, StoreMeta, Trees, KEY_PROMISED, SEGMENT_DIR,
-    SLED_CACHE_BYTES, SLED_CONF_FILE, SLED_DATA_FILE, TREE_META,
+    check_applied_end, load_state, locate, missing_slots, open_db, read_legacy_tail, Accepts,
+    Staged, StoreMeta, Trees, KEY_PROMISED, SEGMENT_DIR, SLED_CACHE_BYTES, SLED_CONF_FILE,
+    SLED_DATA_FILE, TREE_META,
 };
-use crate::core::{Ballot, Slot};
+use crate::core::{Ballot, Record, Slot};
 use crate::storage::PersistentState;
 use crate::Error;
 use std::path::Path;
@@ -89,11 +91,11 @@ pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
     let segment_dir = dir.join(SEGMENT_DIR);
     let (segments, mut decided_upto) = locate(&trees, &segment_dir)?;
     let segments_end = segments.last().map_or(0, |s| s.end);
-    let log = Arc::new(LogShared::new(
-        trees.decided.clone(),
-        segments,
-        decided_upto,
-    ));
+    // The applied log's tail: in sled for a store from before the write-ahead log, else
+    // in the log (below).
+    let tail = Arc::new(Tail::new(segments_end));
+    read_legacy_tail(&trees, segments_end, decided_upto, &tail)?;
+    let log = Arc::new(LogShared::new(tail.clone(), segments, decided_upto));
     // An open bulk segment the replica was writing when it stopped: read in place (its
     // checked prefix), never repaired here. One starting below the sealed chain's end is
     // a leftover of a finished seal (its slots are in the chain).
@@ -107,20 +109,36 @@ pub fn open_offline(dir: &Path) -> Result<OfflineStore, Error> {
             }
         }
     }
-    // Records the replica had logged but not folded into sled when it stopped (`wal.rs`):
-    // applied to sled's trees as its next start would (idempotent, crash argument 2), the
-    // log itself left as it is, so that start replays it again.
+    // Records the replica had logged but not checkpointed when it stopped (`wal.rs`): the
+    // applied entries into the tail in memory, the rest to sled's trees as its next start
+    // would (idempotent, crash argument 2); the log itself is left as it is, so that start
+    // replays it again.
     let frames = wal::read(dir)?;
     if !frames.is_empty() {
         let mut promised = trees.meta_value::<Ballot>(KEY_PROMISED)?;
         for records in &frames {
-            let staged = Staged::new(&trees, promised, decided_upto, records, None)?;
+            let next = records.iter().find_map(|r| match r {
+                Record::Decided { slot, .. } if *slot >= decided_upto => Some(*slot),
+                _ => None,
+            });
+            if let Some(slot) = next.filter(|slot| *slot > decided_upto) {
+                return Err(missing_slots(decided_upto, slot));
+            }
+            let staged = Staged::new(
+                &trees,
+                promised,
+                decided_upto,
+                records,
+                None,
+                Accepts::Sled(None),
+            )?;
             let (promise, upto) = (staged.promise, staged.upto);
-            staged.apply_sled(&trees, promised)?;
+            staged.apply_sled(&trees, promised, &tail)?;
             (promised, decided_upto) = (promise, upto);
         }
         log.set_durable_upto(decided_upto);
     }
+    check_applied_end(&trees, decided_upto)?;
     Ok(OfflineStore {
         meta,
         trees,

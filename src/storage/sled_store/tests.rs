@@ -214,7 +214,7 @@ fn large_values_go_through_blobs_and_survive() {
         }])
         .unwrap();
         // The write-ahead log holds it; a checkpoint gives it to sled, which flushes.
-        s.checkpoint().unwrap();
+        s.checkpoint(None).unwrap();
         assert!(
             !s.durability.blobs.synced.is_empty(),
             "the value should be a sled blob"
@@ -349,7 +349,9 @@ mod segments {
         records
     }
 
-    /// 50 applied slots (3 segments of 16), 5 accepts above, a session checkpoint at 40.
+    /// 50 applied slots, 5 accepts above, a session checkpoint at 40 (a checkpoint: the
+    /// tail is sealed there), so segments 0..16, 16..32, 32..40 and 40..50 in the tail
+    /// (and the write-ahead log).
     fn build(dir: &Path, compression: Compression) -> MemStorage {
         let mut mem = MemStorage::new();
         let mut s = SledStorage::open_with(dir, 0, 1, opts(compression)).unwrap();
@@ -374,7 +376,8 @@ mod segments {
             s.persist(&batch).unwrap();
             mem.persist(&batch).unwrap();
         }
-        assert_eq!(s.wait_segments(), 48);
+        assert_eq!(s.wait_segments(), 40);
+        assert_eq!(tail_slots(&s), (40..50).collect::<Vec<_>>());
         mem
     }
 
@@ -389,6 +392,10 @@ mod segments {
             .keys()
             .map(|k| decode_slot(TREE_DECIDED, &k.unwrap()).unwrap())
             .collect()
+    }
+
+    fn tail_slots(s: &SledStorage) -> Vec<Slot> {
+        (s.tail.first()..s.tail.first() + s.tail.len()).collect()
     }
 
     /// Every page of every size from every slot equals the memory backend's.
@@ -412,16 +419,22 @@ mod segments {
     }
 
     #[test]
-    fn sealed_slots_leave_sled_and_read_back_the_same() {
+    fn sealed_slots_read_back_the_same_and_open_seals_the_tail() {
         for compression in [Compression::None, Compression::Zstd(3)] {
             let dir = tempfile::tempdir().unwrap();
             let mem = build(dir.path(), compression);
-            for (first, end) in [(0, 16), (16, 32), (32, 48)] {
+            for (first, end) in [(0, 16), (16, 32), (32, 40)] {
                 assert!(segment(dir.path(), first, end).is_file());
             }
+            assert_reads_match(&open_offline(dir.path()).unwrap().log(), &mem);
             let s = SledStorage::open_with(dir.path(), 0, 1, opts(compression)).unwrap();
-            assert_eq!(sled_slots(&s), vec![48, 49], "only the tail stays in sled");
-            assert_eq!(s.log_reader().segments_end(), 48);
+            assert!(segment(dir.path(), 40, 50).is_file(), "open checkpoints");
+            assert!(tail_slots(&s).is_empty());
+            assert!(
+                sled_slots(&s).is_empty(),
+                "applied entries never go to sled"
+            );
+            assert_eq!(s.log_reader().segments_end(), 50);
             assert_reads_match(&s.log_reader(), &mem);
             let state = s.load().unwrap();
             assert_eq!(state, mem.load().unwrap());
@@ -522,6 +535,7 @@ mod segments {
             assert!(segment(dir.path(), first, end).is_file(), "{first}..{end}");
         }
         assert!(sled_slots(&s).is_empty(), "{:?}", sled_slots(&s));
+        assert!(tail_slots(&s).is_empty(), "{:?}", tail_slots(&s));
         assert_eq!(open_files(dir.path()), 0);
         assert_eq!(s.load().unwrap(), mem.load().unwrap());
         // A run left open by a stop: recovered and sealed at the next open.
@@ -604,7 +618,7 @@ mod segments {
         // The last one missing: its slots are nowhere.
         let dir = tempfile::tempdir().unwrap();
         build(dir.path(), Compression::Zstd(3));
-        fs::remove_file(segment(dir.path(), 32, 48)).unwrap();
+        fs::remove_file(segment(dir.path(), 32, 40)).unwrap();
         let err = SledStorage::open_with(dir.path(), 0, 1, opts(Compression::Zstd(3))).unwrap_err();
         assert!(
             matches!(&err, Error::Corrupt { key, .. } if key == "slot 32"),
@@ -617,8 +631,9 @@ mod segments {
         let dir = tempfile::tempdir().unwrap();
         let mem = build(dir.path(), Compression::Zstd(3));
         {
-            // As after a crash: sealed slots still in sled (their deletion not flushed), an
-            // accept of an applied slot (its deletion lost), a half-written segment.
+            // As after a crash: sealed slots still in sled (a store from before the tail
+            // moved to memory, its deletion not flushed), an accept of an applied slot (its
+            // deletion lost), a half-written segment.
             let s = SledStorage::open_with(
                 dir.path(),
                 0,
@@ -654,7 +669,7 @@ mod segments {
         assert_eq!(offline.load().unwrap(), mem.load().unwrap());
         drop(offline);
         let s = SledStorage::open_with(dir.path(), 0, 1, opts(Compression::Zstd(3))).unwrap();
-        assert_eq!(sled_slots(&s), vec![48, 49]);
+        assert!(sled_slots(&s).is_empty());
         assert!(s.trees.accepted.get(7u64.to_be_bytes()).unwrap().is_none());
         assert!(!dir
             .path()
@@ -665,7 +680,7 @@ mod segments {
     }
 
     #[test]
-    fn sealing_off_keeps_the_log_in_sled_and_reads_old_segments() {
+    fn sealing_off_keeps_the_tail_in_memory_and_reads_old_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut mem = build(dir.path(), Compression::Zstd(3));
         let off = StoreOptions {
@@ -676,7 +691,9 @@ mod segments {
         let more = decide(50..70, Ballot::new(2, 0));
         s.persist(&more).unwrap();
         mem.persist(&more).unwrap();
-        assert_eq!(s.wait_segments(), 48);
+        // No background sealing; open's checkpoint sealed 40..50 (one segment).
+        assert_eq!(s.wait_segments(), 50);
+        assert_eq!(tail_slots(&s), (50..70).collect::<Vec<_>>());
         assert_eq!(whole_log(&s), whole_log(&mem));
         assert_eq!(s.load().unwrap(), mem.load().unwrap());
     }
@@ -708,7 +725,7 @@ mod write_ahead_log {
     /// before a crash: in the log, not in sled.
     fn log_only(dir: &Path, records: &[Record]) {
         let (mut wal, _) = wal::Wal::open(dir).unwrap();
-        assert!(wal.encode(records).unwrap());
+        wal.encode(records).unwrap();
         wal.append_encoded().unwrap();
     }
 
@@ -764,7 +781,7 @@ mod write_ahead_log {
         let (mut wal, frames) = wal::Wal::open(dir.path()).unwrap();
         assert_eq!(frames.len(), 1);
         let end = wal::FILE_HEADER_LEN as u64 + wal.len();
-        assert!(wal.encode(&[accept(1, 1, "torn")]).unwrap());
+        wal.encode(&[accept(1, 1, "torn")]).unwrap();
         let frame = wal.encoded().to_vec();
         drop(wal);
         {

@@ -10,7 +10,7 @@
 //! ```text
 //! header  magic b"PAXOSWAL" | version u32 | epoch u64 | crc32 u32 (of the 20 bytes before)
 //! frame*  body_len u32 | epoch u32 (low half) | body_crc u32 | header_crc u32 (of the 12
-//!         bytes before it) | body (postcard of one persist call's records, `Vec<Record>`)
+//!         bytes before it) | body (one or more postcard `Record`s back to back)
 //! ```
 //!
 //! The file is *preallocated*: written with zeros ahead of the frames (in steps of
@@ -59,8 +59,9 @@ use tracing::warn;
 pub(super) const WAL_FILE: &str = "wal.log";
 /// The log is checkpointed into sled once it holds this many bytes of frames.
 pub(super) const WAL_CHECKPOINT_BYTES: u64 = 8 << 20;
-/// Larger persist calls skip the log (they flush sled instead).
-pub(super) const WAL_FRAME_BYTES_MAX: usize = 2 << 20;
+/// Most bytes in one frame's body (a persist call's records are split into frames of
+/// about half of this; one record is far smaller: values are bounded by the client).
+pub(super) const WAL_FRAME_BYTES_MAX: usize = 4 << 20;
 /// The file is extended with zeros this much at a time, ahead of the frames.
 pub(super) const WAL_GROW_BYTES: u64 = 1 << 20;
 const MAGIC: &[u8; 8] = b"PAXOSWAL";
@@ -136,28 +137,52 @@ impl Wal {
         self.end - FILE_HEADER_LEN as u64
     }
 
-    /// Encodes `records` as one frame, ready for [`Wal::append_encoded`]. `false` when it
-    /// is larger than [`WAL_FRAME_BYTES_MAX`] (the caller then skips the log).
-    pub(super) fn encode(&mut self, records: &[Record]) -> Result<bool, Error> {
-        self.buf.clear();
-        self.buf.resize(FRAME_HEADER_LEN, 0);
-        let buf = std::mem::take(&mut self.buf);
-        self.buf = postcard::to_extend(records, buf).map_err(|e| Error::Encode {
-            what: "write-ahead log frame".to_string(),
-            reason: e.to_string(),
-        })?;
-        let body_len = self.buf.len() - FRAME_HEADER_LEN;
-        if body_len > WAL_FRAME_BYTES_MAX {
-            self.buf = Vec::new();
-            return Ok(false);
+    /// Appends `records` and makes them durable: [`Wal::encode`], then
+    /// [`Wal::append_encoded`].
+    pub(super) fn append(&mut self, records: &[Record]) -> Result<(), Error> {
+        self.encode(records)?;
+        self.append_encoded()
+    }
+
+    /// Encodes `records` as frames (a new one once a body passes
+    /// [`WAL_FRAME_BYTES_MAX`]), ready for [`Wal::append_encoded`].
+    pub(super) fn encode(&mut self, records: &[Record]) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if records.is_empty() {
+            self.buf = buf;
+            return Ok(()); // no frame: an empty body would read as a torn one
         }
-        let body_crc = crc32fast::hash(&self.buf[FRAME_HEADER_LEN..]);
-        self.buf[0..4].copy_from_slice(&(body_len as u32).to_be_bytes());
-        self.buf[4..8].copy_from_slice(&(self.epoch as u32).to_be_bytes());
-        self.buf[8..12].copy_from_slice(&body_crc.to_be_bytes());
-        let header_crc = crc32fast::hash(&self.buf[0..12]);
-        self.buf[12..16].copy_from_slice(&header_crc.to_be_bytes());
-        Ok(true)
+        let mut frame_start = 0;
+        buf.resize(FRAME_HEADER_LEN, 0);
+        for (i, record) in records.iter().enumerate() {
+            buf = postcard::to_extend(record, buf).map_err(|e| Error::Encode {
+                what: "write-ahead log record".to_string(),
+                reason: e.to_string(),
+            })?;
+            let last = i + 1 == records.len();
+            if last || buf.len() - frame_start - FRAME_HEADER_LEN >= WAL_FRAME_BYTES_MAX / 2 {
+                self.seal_frame(&mut buf[frame_start..]);
+                if !last {
+                    frame_start = buf.len();
+                    buf.resize(frame_start + FRAME_HEADER_LEN, 0);
+                }
+            }
+        }
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Fills in the header of `frame` (its header's room, then its body).
+    fn seal_frame(&self, frame: &mut [u8]) {
+        let body_len = frame.len() - FRAME_HEADER_LEN;
+        debug_assert!(body_len <= WAL_FRAME_BYTES_MAX);
+        let body_crc = crc32fast::hash(&frame[FRAME_HEADER_LEN..]);
+        frame[0..4].copy_from_slice(&(body_len as u32).to_be_bytes());
+        frame[4..8].copy_from_slice(&(self.epoch as u32).to_be_bytes());
+        frame[8..12].copy_from_slice(&body_crc.to_be_bytes());
+        let header_crc = crc32fast::hash(&frame[0..12]);
+        frame[12..16].copy_from_slice(&header_crc.to_be_bytes());
     }
 
     /// The frame [`Wal::encode`] built (for tests).
@@ -169,7 +194,9 @@ impl Wal {
     /// Writes the frame [`Wal::encode`] built after the last one and makes it durable
     /// (`fdatasync`).
     pub(super) fn append_encoded(&mut self) -> Result<(), Error> {
-        debug_assert!(self.buf.len() > FRAME_HEADER_LEN);
+        if self.buf.is_empty() {
+            return Ok(());
+        }
         let frame_end = self.end + self.buf.len() as u64;
         if frame_end > self.capacity {
             self.grow(frame_end + WAL_GROW_BYTES)?;
@@ -285,11 +312,18 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Option<(u64, Vec<Vec<Record>>, u64
             break;
         }
         // A frame whose crc checks but does not decode is not a torn write: refuse.
-        let records: Vec<Record> = postcard::from_bytes(body).map_err(|e| Error::Corrupt {
-            tree: path.display().to_string(),
-            key: format!("frame at byte {at}"),
-            reason: format!("postcard decode: {e}"),
-        })?;
+        let mut records = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let (record, after) =
+                postcard::take_from_bytes::<Record>(rest).map_err(|e| Error::Corrupt {
+                    tree: path.display().to_string(),
+                    key: format!("frame at byte {at}"),
+                    reason: format!("postcard decode: {e}"),
+                })?;
+            records.push(record);
+            rest = after;
+        }
         frames.push(records);
         at = start + body_len;
     }

@@ -1,16 +1,18 @@
-//! The segment writer: one background thread a read-write store that seals the oldest
-//! `segment_slots` applied slots of the sled tail into a segment file and then deletes
-//! them from sled (see the backend's module doc for why this order is crash-safe).
+//! The segment writer: one background thread of a read-write store that seals the oldest
+//! `segment_slots` applied slots of the in-memory tail (`tail.rs`) into a segment file
+//! and then drops them from the tail (see the backend's module doc for why this order is
+//! crash-safe). `persist` also seals the whole tail itself at a checkpoint
+//! ([`Writer::take_over`]), so that the write-ahead log can be emptied.
 //!
-//! It only ever seals slots below the durable applied prefix (`persist` returned), never
-//! runs inside `persist`, and writes one segment at a time. A failure is a `warn!` and
-//! stops sealing until the next open: the slots simply stay in sled (nothing is lost; the
-//! sled tail grows).
+//! It only ever seals slots below the durable applied prefix (`persist` returned) and
+//! writes one segment at a time. A failure is a `warn!` and stops sealing until the next
+//! open: the slots simply stay in the tail and the write-ahead log (nothing is lost; both
+//! grow).
 
-use super::codec::{check_crc, decode_slot};
 use super::log::LogShared;
 use super::segment::{self, Compression, SegmentBuilder, SegmentName};
-use super::{sled_error, TREE_DECIDED};
+use super::sled_error;
+use super::tail::Tail;
 use crate::core::Slot;
 use crate::Error;
 use std::path::PathBuf;
@@ -80,7 +82,7 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub fn start(config: WriterConfig, log: Arc<LogShared>, decided: sled::Tree) -> Writer {
+    pub fn start(config: WriterConfig, log: Arc<LogShared>, tail: Arc<Tail>) -> Writer {
         let shared = Arc::new(Shared::default());
         {
             let mut state = shared.lock();
@@ -93,11 +95,11 @@ impl Writer {
             let (s, c) = (shared.clone(), config.clone());
             match std::thread::Builder::new()
                 .name("segments".to_string())
-                .spawn(move || run(&s, &c, &log, &decided))
+                .spawn(move || run(&s, &c, &log, &tail))
             {
                 Ok(handle) => Some(handle),
                 Err(e) => {
-                    warn!(error = %e, "cannot start the segment writer; the log stays in sled");
+                    warn!(error = %e, "cannot start the segment writer; the log stays in the tail and the write-ahead log");
                     shared.lock().failed = true;
                     None
                 }
@@ -148,16 +150,18 @@ impl Writer {
         self.worker.is_some() && !self.shared.lock().failed
     }
 
-    /// For the bulk path: waits until no segment is being sealed, stops the writer from
-    /// starting another, and seals the sled tail `written_end..upto` itself (durable
-    /// `upto` slots of sled, in segments of at most `segment_slots`; registered with the
-    /// readers, then deleted from sled). Afterwards the sealed chain ends at `upto`.
-    pub fn take_over(
-        &self,
-        log: &LogShared,
-        decided: &sled::Tree,
-        upto: Slot,
-    ) -> Result<(), String> {
+    /// Whether [`Writer::take_over`] may seal (no seal failed; with or without the
+    /// background thread).
+    pub fn sealable(&self) -> bool {
+        !self.shared.lock().failed
+    }
+
+    /// For a checkpoint or the bulk path: waits until no segment is being sealed, stops
+    /// the writer from starting another, and seals the tail `written_end..upto` itself (in
+    /// segments of at most `segment_slots`; registered with the readers, then dropped
+    /// from the tail). Afterwards the sealed chain ends at `upto`; [`Writer::resume`]
+    /// lets the writer go on.
+    pub fn take_over(&self, log: &LogShared, tail: &Tail, upto: Slot) -> Result<(), String> {
         let mut state = self.shared.lock();
         while state.busy {
             state = self
@@ -170,15 +174,23 @@ impl Writer {
         let mut first = state.written_end;
         drop(state);
         while first < upto {
-            let end = upto.min(first + self.config.segment_slots.max(1));
-            seal(&self.config, log, decided, first, end)?;
+            // segment_slots 0 (no background sealing): the whole tail as one segment.
+            let most = match self.config.segment_slots {
+                0 => u64::MAX,
+                n => n,
+            };
+            let end = upto.min(first.saturating_add(most));
+            if let Err(reason) = seal(&self.config, log, tail, first, end) {
+                self.shared.lock().failed = true;
+                return Err(reason);
+            }
             first = end;
             self.shared.lock().written_end = end;
         }
         Ok(())
     }
 
-    /// The bulk path sealed everything below `end` (sled holds no slot below it): the
+    /// Everything below `end` is sealed (by [`Writer::take_over`] or the bulk path): the
     /// writer seals from `end` on again.
     pub fn resume(&self, end: Slot) {
         let mut state = self.shared.lock();
@@ -202,7 +214,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, decided: &sled::Tree) {
+fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, tail: &Tail) {
     loop {
         let first = {
             let mut state = shared.lock();
@@ -222,7 +234,7 @@ fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, decided: &sled::
             state.written_end
         };
         let end = first + config.segment_slots;
-        let result = seal(config, log, decided, first, end);
+        let result = seal(config, log, tail, first, end);
         let mut state = shared.lock();
         state.busy = false;
         match result {
@@ -231,7 +243,7 @@ fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, decided: &sled::
                 state.written_end = end;
             }
             Err(reason) => {
-                warn!(dir = %config.dir.display(), first, end, %reason, "log segment not written; the log stays in sled until a restart");
+                warn!(dir = %config.dir.display(), first, end, %reason, "log segment not written; the log stays in memory and in the write-ahead log until a restart");
                 state.failed = true;
             }
         }
@@ -240,12 +252,12 @@ fn run(shared: &Shared, config: &WriterConfig, log: &LogShared, decided: &sled::
     }
 }
 
-/// Seals slots `first..end`: reads them from sled (checking every crc), writes the
-/// segment durably, registers it with the readers, then deletes the slots from sled.
+/// Seals slots `first..end`: copies them from the tail, writes the segment durably,
+/// registers it with the readers, then drops the slots from the tail.
 fn seal(
     config: &WriterConfig,
     log: &LogShared,
-    decided: &sled::Tree,
+    tail: &Tail,
     first: Slot,
     end: Slot,
 ) -> Result<PathBuf, String> {
@@ -255,19 +267,19 @@ fn seal(
         }
     };
     let mut builder = SegmentBuilder::new(first, end, config.compression, config.block_slots);
-    let mut expected = first;
-    for item in decided.range(first.to_be_bytes()..end.to_be_bytes()) {
-        let (key, bytes) = item.map_err(|e| sled_error("reading tree `decided`", e).to_string())?;
-        let slot = decode_slot(TREE_DECIDED, &key).map_err(|e| e.to_string())?;
-        if slot != expected {
-            return Err(format!("slot {expected} is not in sled"));
+    let mut failed = None;
+    let reached = tail.visit(first, end, |_, body| match builder.push(body) {
+        Ok(()) => true,
+        Err(reason) => {
+            failed = Some(reason);
+            false
         }
-        let body = check_crc(TREE_DECIDED, slot, &bytes).map_err(|e: Error| e.to_string())?;
-        builder.push(body)?;
-        expected += 1;
+    });
+    if let Some(reason) = failed {
+        return Err(reason);
     }
-    if expected != end {
-        return Err(format!("slot {expected} is not in sled"));
+    if reached != end {
+        return Err(format!("slot {reached} is not in the tail"));
     }
     let bytes = builder.finish()?;
     let path = segment::write_file(&config.dir, first, end, &bytes, &pause)
@@ -278,12 +290,12 @@ fn seal(
         path: path.clone(),
     });
     pause();
-    remove_range(decided, first, end).map_err(|e| e.to_string())?;
+    tail.remove_below(end);
     debug!(
         first,
         end,
         bytes = bytes.len(),
-        "segment slots removed from sled"
+        "segment slots dropped from the tail"
     );
     Ok(path)
 }
