@@ -1,7 +1,7 @@
 //! The tokio driver of one replica. It owns sockets, timers and the loop, and holds no
 //! protocol state of its own:
 //!
-//! 1. gather inputs (peer messages, client requests, a tick every [`TICK_MS`]) for as long
+//! 1. gather inputs (peer messages, client requests, a tick every [`tick_ms`]) for as long
 //!    as more are immediately available (up to [`BATCH_INPUTS_MAX`]), stepping the core
 //!    with each;
 //! 2. take the core's `Ready` and hand it to the [`flusher`] thread, which persists the
@@ -43,8 +43,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-/// The core is ticked this often (heartbeats, timeouts, retransmission are multiples).
-pub const TICK_MS: u64 = 5;
+/// The core is ticked this often: a tenth of the heartbeat interval, within
+/// [`TICK_MS_MIN`]..=[`TICK_MS_MAX`] (10 ms with the default 100 ms heartbeat).
+/// Heartbeats, timeouts and retransmission fire on the first tick at or after they are
+/// due, so they run late by less than a tick; a tick costs a wake-up of the core loop.
+pub fn tick_ms(heartbeat_ms: u64) -> u64 {
+    (heartbeat_ms / 10).clamp(TICK_MS_MIN, TICK_MS_MAX)
+}
+/// Bounds of [`tick_ms`].
+pub const TICK_MS_MIN: u64 = 5;
+pub const TICK_MS_MAX: u64 = 20;
 /// Most inputs stepped before a `Ready` is taken.
 pub const BATCH_INPUTS_MAX: usize = 4096;
 /// Bound of the queue of client requests into the core loop.
@@ -268,7 +276,7 @@ impl Node {
             durable_tx,
             metrics.clone(),
         )?;
-        let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms(config.heartbeat_ms)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Longest a clean shutdown waits for the hand-off (a dead peer never acks).
         let drain_wait = Duration::from_millis(config.timeout_ms.saturating_mul(2).min(3_000));

@@ -196,6 +196,9 @@ const KEY_PROMISED: &str = "promised";
 const KEY_SESSIONS: &str = "sessions";
 const KEY_IDENTITY: &str = "identity";
 const KEY_PEER_STORES: &str = "peer_stores";
+/// While the tail cannot be sealed (a segment write fails) the write-ahead log keeps
+/// growing; past this the store gives up (poisoned: the replica stops and says why).
+const WAL_GROWTH_MAX_BYTES: u64 = 4 * wal::WAL_CHECKPOINT_BYTES;
 /// The end of the applied log at the last checkpoint (every slot below it is in a
 /// segment or the write-ahead log): `open` refuses a store that holds less.
 const KEY_APPLIED_END: &str = "applied_end";
@@ -445,6 +448,17 @@ impl SledStorage {
         }
         check_applied_end(&self.trees, self.decided_upto)?;
         self.checkpoint(None)?;
+        if self.tail.len() > 0 {
+            // The log must start a new epoch before anything is appended (`wal.rs`, 3).
+            return Err(Error::Sled {
+                context: format!("opening the store in {}", self.dir.display()),
+                reason: format!(
+                    "cannot seal the applied log's tail (slots {}..{}) into a segment: see the warning above",
+                    self.tail.first(),
+                    self.decided_upto
+                ),
+            });
+        }
         self.log.set_durable_upto(self.decided_upto);
         self.writer.advance(self.decided_upto);
         info!(
@@ -530,7 +544,14 @@ impl SledStorage {
             if self.wal.len() > 0 || self.tail.len() > 0 {
                 self.checkpoint(None)?;
             }
-            return self.apply(records, Mode::Flushed);
+            // Unless that checkpoint found the segment writer broken: then the entries go
+            // through the log like any others (never to the tail unlogged).
+            if self.open.is_none() && self.writer.usable() && self.wal.len() == 0 {
+                self.start_open()?;
+            }
+            if self.open.is_some() {
+                return self.apply(records, Mode::Flushed);
+            }
         }
         let sessions = records.iter().rev().find_map(|r| match r {
             Record::SessionsCheckpoint { upto, sessions } => Some((*upto, sessions.as_slice())),
@@ -579,11 +600,18 @@ impl SledStorage {
     /// sealed (the segment writer failed) the log is kept: it is the tail's only copy.
     fn checkpoint(&mut self, sessions: Option<(Slot, &[Session])>) -> Result<(), Error> {
         let upto = self.decided_upto;
-        if self.tail.len() > 0 && self.writer.sealable() {
+        if self.tail.len() > 0 {
+            // Tried at every checkpoint, also after a failure (the disk may have room again).
             match self.writer.take_over(&self.log, &self.tail, upto) {
                 Ok(()) => self.writer.resume(upto),
                 Err(reason) => {
-                    warn!(dir = %self.dir.display(), %reason, "cannot seal the log's tail; it stays in memory and the write-ahead log grows until a restart");
+                    if self.wal.len() >= WAL_GROWTH_MAX_BYTES {
+                        return Err(Error::Sled {
+                            context: format!("sealing the applied log's tail below slot {upto}"),
+                            reason: format!("{reason}; the write-ahead log holds {} bytes, past its hard bound: stopping", self.wal.len()),
+                        });
+                    }
+                    warn!(dir = %self.dir.display(), %reason, wal_bytes = self.wal.len(), "cannot seal the log's tail; it stays in memory and in the write-ahead log, retried at the next checkpoint");
                 }
             }
         }
@@ -619,17 +647,18 @@ impl SledStorage {
     /// Returns the new end of the applied log (also `self.decided_upto` from now on).
     fn apply(&mut self, records: &[Record], mode: Mode) -> Result<Slot, Error> {
         let extends = extends_by(records, self.decided_upto);
-        if self.open.is_none()
-            && mode == Mode::Flushed
-            && self.options.bulk_min_entries > 0
-            && extends >= self.options.bulk_min_entries as u64
-            && self.options.segment_slots > 0
-            && self.writer.usable()
-        {
-            self.start_open()?;
-        }
         let bulk = self.open.is_some();
-        debug_assert!(!bulk || mode == Mode::Flushed);
+        // Flushed is the bulk path (`write` opened the segment): applied entries go to the
+        // open segment, never to the tail without the log.
+        if bulk != (mode == Mode::Flushed) {
+            return Err(Error::Sled {
+                context: "applying a persist".to_string(),
+                reason: format!(
+                    "internal: mode {mode:?} with the open segment {}",
+                    if bulk { "present" } else { "absent" }
+                ),
+            });
+        }
         // Accepts to delete with the applied entries of the bulk run (usually none: an
         // acceptor accepts little above its prefix while it catches up).
         let mut accepts_present: std::collections::HashSet<Slot> = if bulk && extends > 0 {
@@ -1062,7 +1091,15 @@ impl<'r> Staged<'r> {
                     .map_err(|e| sled_error("writing the promise", e))?;
             }
         }
-        tail.extend(self.decided_first, self.decided);
+        if !tail.extend(self.decided_first, self.decided) {
+            return Err(Error::Sled {
+                context: "applying a persist".to_string(),
+                reason: format!(
+                    "internal: applied entries from slot {} do not continue the tail",
+                    self.decided_first
+                ),
+            });
+        }
         if let Some(checkpoint) = self.sessions {
             trees
                 .meta
@@ -1175,7 +1212,8 @@ fn read_legacy_tail(trees: &Trees, from: Slot, upto: Slot, tail: &Tail) -> Resul
             reason: format!("the sled tail ends before slot {upto}"),
         });
     }
-    tail.extend(from, entries);
+    // The tail is new and empty here.
+    let _ = tail.extend(from, entries);
     Ok(next)
 }
 

@@ -61,20 +61,25 @@ impl Tail {
     }
 
     /// Appends the entries of slots `first, first + 1, ...`. An empty tail starts at
-    /// `first`; a non-empty one must end there (the applied log only grows at its end).
-    pub fn extend(&self, first: Slot, entries: Vec<Vec<u8>>) {
+    /// `first`; a non-empty one must end there (the applied log only grows at its end):
+    /// `false`, and nothing appended, if it does not.
+    #[must_use]
+    pub fn extend(&self, first: Slot, entries: Vec<Vec<u8>>) -> bool {
         if entries.is_empty() {
-            return;
+            return true;
         }
         let mut inner = self.write();
         if inner.entries.is_empty() {
             inner.first = first;
         }
-        debug_assert_eq!(inner.first + inner.entries.len() as u64, first);
+        if inner.first + inner.entries.len() as u64 != first {
+            return false;
+        }
         for entry in entries {
             inner.bytes += entry.len();
             inner.entries.push_back(entry);
         }
+        true
     }
 
     /// Calls `f(slot, entry)` for the slots of `from..upto` it holds, in order, while `f`
@@ -122,7 +127,8 @@ mod tests {
     #[test]
     fn extend_visit_and_remove() {
         let tail = Tail::new(10);
-        tail.extend(10, vec![vec![1], vec![2], vec![3]]);
+        assert!(tail.extend(10, vec![vec![1], vec![2], vec![3]]));
+        assert!(!tail.extend(14, vec![vec![4]]), "a gap");
         let mut seen = Vec::new();
         let next = tail.visit(11, 100, |slot, e| {
             seen.push((slot, e[0]));
@@ -134,7 +140,7 @@ mod tests {
         assert_eq!(tail.visit(11, 100, |_, _| true), 11, "sealed below first");
         tail.remove_below(20);
         assert_eq!((tail.first(), tail.len()), (20, 0));
-        tail.extend(25, vec![vec![9]]);
+        assert!(tail.extend(25, vec![vec![9]]));
         assert_eq!(tail.first(), 25, "an empty tail starts anywhere");
     }
 }

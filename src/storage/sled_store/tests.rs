@@ -844,3 +844,34 @@ mod write_ahead_log {
         assert_eq!(s.load().unwrap(), before);
     }
 }
+
+/// A flipped bit in an acknowledged frame with more frames after it is damage, not a
+/// torn write: open and the offline reader refuse the store instead of dropping the rest.
+#[test]
+fn a_damaged_frame_before_whole_ones_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        for slot in 0..3 {
+            s.persist(&[Record::Accepted {
+                slot,
+                ballot: Ballot::new(1, 0),
+                value: msg(1, slot + 1, "acknowledged"),
+            }])
+            .unwrap();
+        }
+    }
+    let path = dir.path().join(wal::WAL_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[wal::FILE_HEADER_LEN + 16 + 3] ^= 0x04; // the first frame's body
+    fs::write(&path, &bytes).unwrap();
+    for err in [
+        read_offline(dir.path()).unwrap_err(),
+        SledStorage::open(dir.path(), 0, 1).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::Corrupt { tree, .. } if tree.contains(wal::WAL_FILE)),
+            "{err}"
+        );
+    }
+}

@@ -1,9 +1,10 @@
-//! The write-ahead log: the commit path's one `fdatasync`. A `persist` of a few records
-//! (the steady state: accepts, a promise, the decided entries of the last round) appends
-//! them to `wal.log` as one frame and `fdatasync`s it, then applies them to sled
-//! *without* flushing sled: one `write` + one `fdatasync` per batch, instead of sled's
-//! flush (a hand-off to its IO threads and a `sync_file_range`), a scan of its blob
-//! directory and a `sync_data` of its data file.
+//! The write-ahead log: the commit path's one `fdatasync`. A `persist` (the steady state:
+//! accepts, a promise, the decided entries of the last round) appends its records to
+//! `wal.log` and `fdatasync`s it, then applies them without any flush (applied entries
+//! to the in-memory tail, accepts to the pending accepts, the rest to sled): one `write`
+//! and one `fdatasync` a batch, instead of sled's flush (a hand-off to its IO threads and
+//! a `sync_file_range`), a scan of its blob directory and a `sync_data` of its data file,
+//! and no sled write per slot.
 //!
 //! # File format (all integers big-endian)
 //!
@@ -22,27 +23,34 @@
 //!
 //! # Crash argument (with the backend's module doc)
 //!
-//! 1. The log holds, in order, every record persisted through it since sled was last
-//!    made durable (`checkpoint`: sled flush + sync, then the log is emptied). So the
-//!    durable state is always "sled's durable state, then the log replayed".
+//! 1. The log holds, in order, every record persisted through it since the last
+//!    checkpoint (the tail sealed into a segment, pending accepts written to sled, sled
+//!    flushed and synced, then the log emptied). So the durable state is always "the
+//!    segments and sled's durable state, then the log replayed".
 //! 2. Replaying is idempotent: sled recovers a prefix of what it was given, i.e. the
 //!    effect of some prefix of the logged records; applying the whole log again on top
 //!    gives the same state as applying it once (a promise only rises, an accept at a slot
-//!    is replaced by the latest, a decided entry below the log's end is dropped, the
-//!    session checkpoint, identity and peer store ids are "the latest wins" and the last
-//!    one in the log is applied last).
+//!    is replaced by the latest, a decided entry below the log's end is dropped, identity
+//!    and peer store ids are "the latest wins" and the last one in the log is applied
+//!    last).
 //! 3. An append is acknowledged only after its `fdatasync`, and the next append starts
 //!    after that: only the last frame can be torn. [`Wal::open`] keeps the longest prefix
 //!    of whole, checked frames of the header's epoch (the rest was never acknowledged, or
 //!    is older than the last reset), and the store's `open` then resets the log, so
-//!    nothing after that prefix is of the epoch written next. A header torn by a crash in
-//!    `reset` means an empty log: `reset` runs only once sled holds every logged record,
-//!    and nothing is appended before its `fdatasync` returns.
-//! 4. A `persist` that does not go through the log (a bulk run, a session checkpoint, a
-//!    frame over [`WAL_FRAME_BYTES_MAX`]) first checkpoints (flushes sled, which holds
-//!    every logged record, then empties the log) and only then gives its records to
-//!    sled: a logged record is never replayed over a later one that skipped the log. So
-//!    the log and an open bulk segment never both hold records.
+//!    nothing after that prefix is of the epoch written next (`open` fails if it cannot
+//!    checkpoint). A header torn by a crash in `reset` means an empty log (`reset` runs
+//!    only once segments and sled hold every logged record, and nothing is appended
+//!    before its `fdatasync` returns); the file is then zeroed, so no older frame can
+//!    match a later epoch.
+//! 4. A `persist` whose records do not all go through the log (a bulk run: its applied
+//!    entries go to the open segment, the rest to a flushed sled) first checkpoints
+//!    (the log is empty afterwards), so a logged record is never replayed over a later
+//!    one that skipped the log, and the log and an open bulk segment never both hold
+//!    records. A session checkpoint is never logged: it goes to sled at a checkpoint,
+//!    after the applied entries below it are in the log or a segment.
+//! 5. Damage: a frame whose header checks but whose body does not, followed by a whole
+//!    frame of the same epoch, is not a torn write: [`Error::Corrupt`]. (A damaged frame
+//!    *header* in the middle reads as the log's end: undetectable without a scan.)
 //!
 //! Bound: the log is checkpointed once it passes [`WAL_CHECKPOINT_BYTES`], so it holds at
 //! most that plus one frame ([`WAL_FRAME_BYTES_MAX`]); the file never grows past that
@@ -102,12 +110,16 @@ impl Wal {
         } else {
             Vec::new()
         };
+        let mut capacity = bytes.len() as u64;
         let (epoch, frames, end) = match parse(&bytes, &path)? {
             Some(parsed) => parsed,
             None => {
                 if existed && !bytes.is_empty() {
-                    warn!(file = %path.display(), "write-ahead log header torn or missing: an empty log");
+                    warn!(file = %path.display(), "write-ahead log header torn or missing: an empty log (its frames were all checkpointed before the header was written)");
+                    // No stale frame may outlive this: start from zeros.
+                    file.set_len(0).map_err(|e| io(&path, "truncating", e))?;
                 }
+                capacity = 0;
                 (0, Vec::new(), FILE_HEADER_LEN as u64)
             }
         };
@@ -116,13 +128,13 @@ impl Wal {
             file,
             epoch,
             end,
-            capacity: bytes.len() as u64,
+            capacity,
             buf: Vec::new(),
         };
         if wal.capacity < FILE_HEADER_LEN as u64 + WAL_GROW_BYTES {
             wal.grow(FILE_HEADER_LEN as u64 + WAL_GROW_BYTES)?;
         }
-        if !existed {
+        if !existed || capacity == 0 {
             wal.write_header()?;
             wal.file
                 .sync_all()
@@ -160,6 +172,12 @@ impl Wal {
                 what: "write-ahead log record".to_string(),
                 reason: e.to_string(),
             })?;
+            if buf.len() - frame_start - FRAME_HEADER_LEN > WAL_FRAME_BYTES_MAX {
+                return Err(Error::Encode {
+                    what: "write-ahead log record".to_string(),
+                    reason: format!("larger than a frame ({WAL_FRAME_BYTES_MAX} bytes)"),
+                });
+            }
             let last = i + 1 == records.len();
             if last || buf.len() - frame_start - FRAME_HEADER_LEN >= WAL_FRAME_BYTES_MAX / 2 {
                 self.seal_frame(&mut buf[frame_start..]);
@@ -302,25 +320,32 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Option<(u64, Vec<Vec<Record>>, u64
         }
         let body_len = be32(&header[0..4]) as usize;
         if body_len == 0 || body_len > WAL_FRAME_BYTES_MAX {
-            break;
+            return Err(corrupt(
+                path,
+                at,
+                format!("a checked frame header with a body of {body_len} bytes"),
+            ));
         }
         let start = at + FRAME_HEADER_LEN;
         let Some(body) = bytes.get(start..start + body_len) else {
             break;
         };
         if crc32fast::hash(body) != be32(&header[8..12]) {
+            if whole_frame_at(bytes, start + body_len, epoch) {
+                return Err(corrupt(
+                    path,
+                    at,
+                    "the body's crc32 does not match, and whole frames follow".to_string(),
+                ));
+            }
             break;
         }
         // A frame whose crc checks but does not decode is not a torn write: refuse.
         let mut records = Vec::new();
         let mut rest = body;
         while !rest.is_empty() {
-            let (record, after) =
-                postcard::take_from_bytes::<Record>(rest).map_err(|e| Error::Corrupt {
-                    tree: path.display().to_string(),
-                    key: format!("frame at byte {at}"),
-                    reason: format!("postcard decode: {e}"),
-                })?;
+            let (record, after) = postcard::take_from_bytes::<Record>(rest)
+                .map_err(|e| corrupt(path, at, format!("postcard decode: {e}")))?;
             records.push(record);
             rest = after;
         }
@@ -328,6 +353,32 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Option<(u64, Vec<Vec<Record>>, u64
         at = start + body_len;
     }
     Ok(Some((epoch, frames, at as u64)))
+}
+
+/// Whether a whole, checked frame of `epoch` starts at `at`.
+fn whole_frame_at(bytes: &[u8], at: usize, epoch: u64) -> bool {
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let Some(header) = bytes.get(at..at + FRAME_HEADER_LEN) else {
+        return false;
+    };
+    if be32(&header[12..16]) != crc32fast::hash(&header[0..12])
+        || be32(&header[4..8]) != epoch as u32
+    {
+        return false;
+    }
+    let start = at + FRAME_HEADER_LEN;
+    let body_len = be32(&header[0..4]) as usize;
+    bytes
+        .get(start..start + body_len)
+        .is_some_and(|body| body_len > 0 && crc32fast::hash(body) == be32(&header[8..12]))
+}
+
+fn corrupt(path: &Path, at: usize, reason: String) -> Error {
+    Error::Corrupt {
+        tree: path.display().to_string(),
+        key: format!("frame at byte {at}"),
+        reason,
+    }
 }
 
 fn io(path: &Path, what: &str, e: std::io::Error) -> Error {

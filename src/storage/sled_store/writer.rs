@@ -150,12 +150,6 @@ impl Writer {
         self.worker.is_some() && !self.shared.lock().failed
     }
 
-    /// Whether [`Writer::take_over`] may seal (no seal failed; with or without the
-    /// background thread).
-    pub fn sealable(&self) -> bool {
-        !self.shared.lock().failed
-    }
-
     /// For a checkpoint or the bulk path: waits until no segment is being sealed, stops
     /// the writer from starting another, and seals the tail `written_end..upto` itself (in
     /// segments of at most `segment_slots`; registered with the readers, then dropped
