@@ -196,6 +196,8 @@ const KEY_PROMISED: &str = "promised";
 const KEY_SESSIONS: &str = "sessions";
 const KEY_IDENTITY: &str = "identity";
 const KEY_PEER_STORES: &str = "peer_stores";
+/// A checkpoint taking this long is logged at `info` (every commit waits for it).
+const CHECKPOINT_SLOW_MS: u64 = 100;
 /// While the tail cannot be sealed (a segment write fails) the write-ahead log keeps
 /// growing; past this the store gives up (poisoned: the replica stops and says why).
 const WAL_GROWTH_MAX_BYTES: u64 = 4 * wal::WAL_CHECKPOINT_BYTES;
@@ -599,7 +601,8 @@ impl SledStorage {
     /// logged being elsewhere now, empties the write-ahead log. If the tail cannot be
     /// sealed (the segment writer failed) the log is kept: it is the tail's only copy.
     fn checkpoint(&mut self, sessions: Option<(Slot, &[Session])>) -> Result<(), Error> {
-        let upto = self.decided_upto;
+        let started = std::time::Instant::now();
+        let (upto, sealed, wal_bytes) = (self.decided_upto, self.tail.len(), self.wal.len());
         if self.tail.len() > 0 {
             // Tried at every checkpoint, also after a failure (the disk may have room again).
             match self.writer.take_over(&self.log, &self.tail, upto) {
@@ -639,6 +642,15 @@ impl SledStorage {
             self.wal.reset()?;
         }
         self.checkpoints += 1;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if elapsed_ms >= CHECKPOINT_SLOW_MS {
+            info!(
+                elapsed_ms,
+                sealed, wal_bytes, upto, "slow checkpoint (commits waited for it)"
+            );
+        } else {
+            debug!(elapsed_ms, sealed, wal_bytes, upto, "checkpoint");
+        }
         Ok(())
     }
 
