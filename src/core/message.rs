@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// A half-open range `[start, end)` of decided slots above a hole in the decided prefix.
 pub type SlotRange = (Slot, Slot);
 
+/// What [`PeerMessage::size_bytes`] counts for a message's fixed fields.
+pub const MESSAGE_BYTES_FIXED: usize = 64;
+
 /// One entry a promising acceptor reports in phase 1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromiseEntry {
@@ -147,6 +150,37 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
+    /// Approximate encoded size: what its values and entries weigh
+    /// ([`Value::size_bytes`] and their slots and ballots) plus [`MESSAGE_BYTES_FIXED`]
+    /// for the rest. Bounds the queues that hold messages (the peer links').
+    pub fn size_bytes(&self) -> usize {
+        let ranges = |r: &Vec<SlotRange>| 16 * r.len();
+        MESSAGE_BYTES_FIXED
+            + match self {
+                PeerMessage::Prepare { stores, .. } => 8 * stores.len(),
+                PeerMessage::Promise {
+                    entries, stores, ..
+                } => {
+                    entries
+                        .iter()
+                        .map(|e| 24 + e.value.size_bytes())
+                        .sum::<usize>()
+                        + 8 * stores.len()
+                }
+                PeerMessage::Accept {
+                    values,
+                    decided_above,
+                    ..
+                } => values.iter().map(Value::size_bytes).sum::<usize>() + ranges(decided_above),
+                PeerMessage::Heartbeat { decided_above, .. } => ranges(decided_above),
+                PeerMessage::CatchUp { entries, .. } => entries
+                    .iter()
+                    .map(|(_, v)| 8 + v.size_bytes())
+                    .sum::<usize>(),
+                _ => 0,
+            }
+    }
+
     /// A short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -2,7 +2,8 @@
 //! [`Hello::Peer`], and streams [`PeerMessage`] frames to it.
 //!
 //! [`PeerLinks::send`] never blocks the node: it puts the message on the peer's bounded
-//! queue ([`PEER_QUEUE_MESSAGES`]) or drops it. Dropping is always safe because the core
+//! queue (at most [`PEER_QUEUE_MESSAGES`] messages and [`PEER_QUEUE_BYTES_MAX`] bytes by
+//! [`PeerMessage::size_bytes`]) or drops it. Dropping is always safe because the core
 //! retransmits every request after `timeout_ms`; it is also how the configured `loss`
 //! (testing only) is applied.
 //!
@@ -20,8 +21,10 @@
 //! through [`PeerLinks::link_states`], for the metrics.
 //!
 //! Messages queued while a link is down survive one connection attempt (so a quick
-//! reconnect loses nothing); after a failed attempt the queue is emptied, so a dead peer
-//! costs no memory and stale messages are not replayed minutes later.
+//! reconnect loses nothing, and the last retransmission of a registration or a Prepare
+//! is delivered the moment the peer comes up); after a failed attempt the queue is
+//! emptied, so a dead peer costs at most a backoff's worth of messages (within the byte
+//! bound) and stale messages are not replayed minutes later.
 //!
 //! Not done here: messages to self (the node loops them back itself), acknowledgements
 //! or retransmission (the core's job). Without TLS there is no authentication (the cluster
@@ -47,6 +50,10 @@ use tracing::{debug, info, warn};
 
 /// Messages queued per peer before [`PeerLinks::send`] starts dropping.
 pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
+/// Bytes ([`PeerMessage::size_bytes`]) queued per peer before [`PeerLinks::send`] starts
+/// dropping: more than a second of a saturated leader's Accepts, and many times the
+/// largest message (a 1 MiB batch or chunk).
+pub const PEER_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Longest reconnect delay.
@@ -67,8 +74,11 @@ pub struct PeerLinks {
     dropped_loss: AtomicU64,
 }
 
+/// A queued message and the bytes it counts for in [`LinkState::queued_bytes`].
+type Queued = (PeerMessage, usize);
+
 struct Link {
-    tx: mpsc::Sender<PeerMessage>,
+    tx: mpsc::Sender<Queued>,
     state: Arc<LinkState>,
     dropped_full: AtomicU64,
     /// When the last "queue full" warning was logged, and how many drops it reported.
@@ -162,14 +172,28 @@ impl PeerLinks {
             self.dropped_loss.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match link.tx.try_send(msg) {
+        if link.tx.is_closed() {
+            // The link task stopped: we are shutting down.
+            return;
+        }
+        let bytes = msg.size_bytes();
+        let queued = link.state.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if queued + bytes > PEER_QUEUE_BYTES_MAX {
+            link.state.release(bytes);
+            let total = link.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
+            link.warn_full(to, total, msg.kind());
+            return;
+        }
+        match link.tx.try_send((msg, bytes)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
+            Err(mpsc::error::TrySendError::Full((msg, bytes))) => {
+                link.state.release(bytes);
                 let total = link.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
                 link.warn_full(to, total, msg.kind());
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(mpsc::error::TrySendError::Closed((_, bytes))) => {
                 // The link task stopped: we are shutting down.
+                link.state.release(bytes);
             }
         }
     }
@@ -188,6 +212,7 @@ impl PeerLinks {
                 peer: *peer,
                 up: link.state.up.load(Ordering::Relaxed),
                 sent_bytes: link.state.sent_bytes.load(Ordering::Relaxed),
+                queued_bytes: link.state.queued_bytes.load(Ordering::Relaxed),
             })
             .collect();
         reports.sort_by_key(|r| r.peer);
@@ -222,7 +247,8 @@ impl Link {
                 dropped = since,
                 dropped_total = total,
                 kind,
-                queue = PEER_QUEUE_MESSAGES,
+                queue_messages = PEER_QUEUE_MESSAGES,
+                queue_bytes = PEER_QUEUE_BYTES_MAX,
                 "peer queue full: dropping messages (the core retransmits)"
             );
         }
@@ -236,6 +262,15 @@ struct LinkState {
     up: AtomicBool,
     /// Frame bytes written to the peer, hellos included.
     sent_bytes: AtomicU64,
+    /// [`PeerMessage::size_bytes`] of the messages in the queue.
+    queued_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl LinkState {
+    /// A message of `bytes` left the queue (written, discarded or never queued).
+    fn release(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
 /// One peer link as [`PeerLinks::link_states`] reports it.
@@ -244,6 +279,8 @@ pub struct LinkReport {
     pub peer: Uid,
     pub up: bool,
     pub sent_bytes: u64,
+    /// [`PeerMessage::size_bytes`] of the messages waiting in its queue.
+    pub queued_bytes: usize,
 }
 
 struct LinkTask {
@@ -252,7 +289,7 @@ struct LinkTask {
     cluster_id: u64,
     peer: Uid,
     addr: SocketAddr,
-    rx: mpsc::Receiver<PeerMessage>,
+    rx: mpsc::Receiver<Queued>,
     tls: Option<Arc<TlsContext>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -319,7 +356,8 @@ impl LinkTask {
                         debug!(peer = self.peer, addr = %self.addr, error = %e, "cannot reach peer");
                     }
                     let mut discarded = 0u64;
-                    while self.rx.try_recv().is_ok() {
+                    while let Ok((_, bytes)) = self.rx.try_recv() {
+                        self.state.release(bytes);
                         discarded += 1;
                     }
                     if discarded > 0 {
@@ -358,13 +396,7 @@ impl LinkTask {
                     None => return Ended::Stop,
                 },
             };
-            let batch = write_batch(
-                self.peer,
-                first,
-                &mut self.rx,
-                &mut writer,
-                &self.state.sent_bytes,
-            );
+            let batch = write_batch(self.peer, first, &mut self.rx, &mut writer, &self.state);
             let result = tokio::select! {
                 _ = wait_shutdown(&mut self.shutdown) => return Ended::Stop,
                 result = batch => result,
@@ -379,13 +411,15 @@ impl LinkTask {
 /// Writes `first` and whatever else is queued right now, then flushes once.
 async fn write_batch(
     peer: Uid,
-    first: PeerMessage,
-    rx: &mut mpsc::Receiver<PeerMessage>,
+    first: Queued,
+    rx: &mut mpsc::Receiver<Queued>,
     writer: &mut BufWriter<WriteHalf>,
-    sent_bytes: &AtomicU64,
+    state: &LinkState,
 ) -> std::result::Result<(), String> {
+    let sent_bytes = &state.sent_bytes;
     let mut next = Some(first);
-    while let Some(msg) = next {
+    while let Some((msg, bytes)) = next {
+        state.release(bytes);
         match encode_frame(&msg) {
             Ok(frame) => {
                 if let Err(e) = writer.write_all(&frame).await {
