@@ -101,7 +101,7 @@ fn all_uids(cluster: &Cluster) -> Vec<Uid> {
 async fn normal_operation(f: usize) {
     let mut cluster = Cluster::new(f, 0.0);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let acked = join_all(spawn_clients(&cluster, 4, 25)).await;
     assert_eq!(acked.len(), 100);
     let log = cluster
@@ -124,7 +124,7 @@ async fn normal_operation_f2_concurrent_clients_identical_logs() {
 async fn leader_kill9_under_load_elects_a_new_leader_and_resumes() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    let old = cluster.wait_leader(Duration::from_secs(10)).await;
+    let old = cluster.wait_ready(Duration::from_secs(10)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(&cluster, 3, stop.clone());
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -231,7 +231,7 @@ async fn skipped_slots_become_noops_after_the_initial_leader_dies() {
 async fn message_loss_20_percent_submits_keep_succeeding() {
     let mut cluster = Cluster::new(1, 0.2);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let acked = join_all(spawn_clients(&cluster, 3, 15)).await;
     assert_eq!(acked.len(), 45);
     let log = cluster
@@ -244,7 +244,7 @@ async fn message_loss_20_percent_submits_keep_succeeding() {
 async fn each_replica_kill9_and_restart_under_load_loses_and_doubles_nothing() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = spawn_load(&cluster, 3, stop.clone());
     for uid in 0..cluster.replicas() as Uid {
@@ -267,7 +267,7 @@ async fn each_replica_kill9_and_restart_under_load_loses_and_doubles_nothing() {
 async fn follower_down_during_300_commits_catches_up() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let leader = cluster.wait_ready(Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
     cluster.kill9(follower);
     let acked = join_all(spawn_clients(&cluster, 6, 55)).await;
@@ -302,6 +302,7 @@ async fn replicas_started_in_reverse_order_form_a_cluster() {
         .await
         .expect("commit");
     // Registered: two of three serve from now on.
+    cluster.wait_ready(Duration::from_secs(10)).await;
     cluster.kill9(0);
     let second = client
         .submit("with two of three", SUBMIT_WITHIN)
@@ -318,7 +319,7 @@ async fn replicas_started_in_reverse_order_form_a_cluster() {
 async fn garbage_on_every_port_kills_no_replica() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let mut client = TestClient::new(&cluster, 1);
     let mut acked = vec![client
         .submit("before garbage", SUBMIT_WITHIN)
@@ -376,7 +377,7 @@ async fn garbage_on_every_port_kills_no_replica() {
 async fn sigterm_stops_cleanly_and_restart_keeps_the_log() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let acked = join_all(spawn_clients(&cluster, 2, 10)).await;
     for uid in 0..3 {
         let status = cluster.terminate(uid);
@@ -438,7 +439,7 @@ async fn read_log_of_64_kib_messages_is_paged_by_bytes() {
     const MESSAGES: usize = 160;
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    cluster.wait_leader(Duration::from_secs(10)).await;
+    cluster.wait_ready(Duration::from_secs(10)).await;
     let mut client = TestClient::new(&cluster, 64);
     for i in 0..MESSAGES {
         let body = format!("{i:04}{}", "x".repeat(BODY_BYTES - 4));
@@ -499,7 +500,7 @@ async fn sigterm_under_load_leaves_every_store_with_the_same_log() {
     for f in [1usize, 2] {
         let mut cluster = Cluster::new(f, 0.0);
         cluster.start_all();
-        cluster.wait_leader(Duration::from_secs(10)).await;
+        cluster.wait_ready(Duration::from_secs(10)).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for c in 0..4u64 {
@@ -566,7 +567,7 @@ async fn sigterm_under_load_leaves_every_store_with_the_same_log() {
 async fn dump_log_from_a_lagging_follower_holds_every_acknowledged_message() {
     let mut cluster = Cluster::new(1, 0.0);
     cluster.start_all();
-    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let leader = cluster.wait_ready(Duration::from_secs(10)).await;
     let follower = (leader + 1) % 3;
     let mut client = TestClient::new(&cluster, 77);
     client

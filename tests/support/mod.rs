@@ -228,6 +228,39 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running replica is a voter (a fresh store has registered with a
+    /// majority of the others) and one of them leads; returns the leader. A test that
+    /// stops or pauses a replica right after the start needs this: a fresh store whose
+    /// first `Register` was sent before its peer listened registers only on the
+    /// retransmission, `timeout_ms` later, and a replica paused before answering it
+    /// leaves that store unable to vote.
+    pub async fn wait_ready(&self, within: Duration) -> Uid {
+        let deadline = Instant::now() + within;
+        let running: Vec<Uid> = (0..self.replicas() as Uid)
+            .filter(|uid| self.children[*uid as usize].is_some())
+            .collect();
+        loop {
+            let mut voters = 0;
+            for uid in &running {
+                if let Some(s) = self.status(*uid).await {
+                    if s.status.standing == paxos::core::Standing::Voter {
+                        voters += 1;
+                    }
+                }
+            }
+            if voters == running.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every running replica is a voter within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_leader(deadline.saturating_duration_since(Instant::now()))
+            .await
+    }
+
     /// The applied chat log of `uid`, paged until its decided prefix.
     pub async fn log(&self, uid: Uid) -> Vec<LogEntry> {
         match self.try_log(uid).await {
