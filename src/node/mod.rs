@@ -14,6 +14,7 @@
 //! Shutdown: one `watch` channel, set by SIGTERM/SIGINT (see [`shutdown`]) or by a fatal
 //! storage error; every task stops when it flips.
 
+pub mod allocator;
 mod client_conn;
 pub mod flusher;
 pub mod metrics;

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Bound of the decoded-block cache (approximate: raw bytes of the cached blocks).
-pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
+pub const BLOCK_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// A segment in the index; its footer is read on first use.
 #[derive(Debug)]
