@@ -342,9 +342,9 @@ async fn loss_one_drops_everything_and_loss_zero_nothing() {
 }
 
 #[tokio::test]
-async fn a_link_to_a_dead_peer_holds_at_most_its_byte_bound_and_then_nothing() {
+async fn a_link_to_a_dead_peer_holds_at_most_its_down_byte_bound_and_then_nothing() {
     use paxos::core::{RequestId, Value};
-    use paxos::transport::peer::PEER_QUEUE_BYTES_MAX;
+    use paxos::transport::peer::PEER_QUEUE_DOWN_BYTES_MAX;
     let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
@@ -355,7 +355,7 @@ async fn a_link_to_a_dead_peer_holds_at_most_its_byte_bound_and_then_nothing() {
             client_id: 9,
             seq: 1,
         },
-        body: "x".repeat(64 * 1024),
+        body: "x".repeat(16 * 1024),
     };
     let accept = PeerMessage::Accept {
         ballot: Ballot::new(1, 1),
@@ -365,18 +365,18 @@ async fn a_link_to_a_dead_peer_holds_at_most_its_byte_bound_and_then_nothing() {
         decided_above: vec![],
     };
     let size = accept.size_bytes();
-    assert!(size >= 8 * 64 * 1024, "size_bytes {size}");
+    assert!(size >= 8 * 16 * 1024, "size_bytes {size}");
     assert!(
         encode_frame(&accept).unwrap().len() <= size,
         "size_bytes undercounts"
     );
     // Nothing yields to the link task in between: the queue fills to its byte bound
     // and the rest is dropped (counted as full), however few messages that is.
-    let sent = 3 * PEER_QUEUE_BYTES_MAX / size;
+    let sent = 3 * PEER_QUEUE_DOWN_BYTES_MAX / size;
     for _ in 0..sent {
         links.send(MY_UID, accept.clone());
     }
-    let fit = PEER_QUEUE_BYTES_MAX / size;
+    let fit = PEER_QUEUE_DOWN_BYTES_MAX / size;
     assert_eq!(links.dropped(), (0, (sent - fit) as u64));
     assert_eq!(links.link_states()[0].queued_bytes, fit * size);
     // The next failed dial discards them.

@@ -11,6 +11,13 @@
 //! The core keeps stepping while a flush runs, so the disk and the network overlap, but
 //! nothing leaves the process before the records it depends on are durable.
 //!
+//! Threads: `paxosd` runs this loop, the sockets and TLS on one current-thread runtime
+//! by default (`--runtime-threads`), so a write crosses threads only to the flusher and
+//! back; store reads for clients and catch-up run on tokio's blocking pool, sealing on
+//! the store's segment writer. Nothing here may block: the one blocking call left on the
+//! loop is the store read of a Promise chunk below the core's tail (phase 1 only, one
+//! chunk of at most 1 MiB per Prepare).
+//!
 //! Shutdown: one `watch` channel, set by SIGTERM/SIGINT (see [`shutdown`]) or by a fatal
 //! storage error; every task stops when it flips.
 

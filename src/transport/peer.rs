@@ -3,7 +3,8 @@
 //!
 //! [`PeerLinks::send`] never blocks the node: it puts the message on the peer's bounded
 //! queue (at most [`PEER_QUEUE_MESSAGES`] messages and [`PEER_QUEUE_BYTES_MAX`] bytes by
-//! [`PeerMessage::size_bytes`]) or drops it. Dropping is always safe because the core
+//! [`PeerMessage::size_bytes`], [`PEER_QUEUE_DOWN_BYTES_MAX`] while not connected) or
+//! drops it. Dropping is always safe because the core
 //! retransmits every request after `timeout_ms`; it is also how the configured `loss`
 //! (testing only) is applied.
 //!
@@ -54,6 +55,11 @@ pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
 /// dropping: more than a second of a saturated leader's Accepts, and many times the
 /// largest message (a 1 MiB batch or chunk).
 pub const PEER_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The byte bound while the link is not connected: enough for every retransmission of
+/// an idle cluster (registrations, Prepares, heartbeats), which is what the peer needs
+/// the moment it comes up; a loaded leader's Accepts for a dead follower stop here
+/// instead of filling up to [`PEER_QUEUE_BYTES_MAX`] once per backoff.
+pub const PEER_QUEUE_DOWN_BYTES_MAX: usize = 1024 * 1024;
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Longest reconnect delay.
@@ -177,8 +183,13 @@ impl PeerLinks {
             return;
         }
         let bytes = msg.size_bytes();
+        let limit = if link.state.up.load(Ordering::Relaxed) {
+            PEER_QUEUE_BYTES_MAX
+        } else {
+            PEER_QUEUE_DOWN_BYTES_MAX
+        };
         let queued = link.state.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if queued + bytes > PEER_QUEUE_BYTES_MAX {
+        if queued + bytes > limit {
             link.state.release(bytes);
             let total = link.dropped_full.fetch_add(1, Ordering::Relaxed) + 1;
             link.warn_full(to, total, msg.kind());
