@@ -4,7 +4,8 @@
 # `paxosctl bench --clients 256 --size 100` until the leader's decided prefix reaches each
 # point in turn (points ascending; the log keeps growing from one point to the next).
 # At each point, with no load unless said otherwise:
-#   1. every replica's RSS (VmRSS) and store size (du -sb data/node-UID), bytes per slot
+#   1. every replica's RSS (VmRSS; as the fill stops and SETTLE_S later) and store size
+#      (du -sb data/node-UID), bytes per slot
 #      and the payload ratio disk / (slots * (SIZE + 24)), 24 = the message id;
 #   2. restart, idle: one follower `kill -9`ed and restarted; seconds from the restart to
 #      serving (its client port answers `paxosctl status` for its uid) and to caught up
@@ -34,6 +35,9 @@
 #   CATCHUP=             slots written while the follower is down (default per point:
 #                        min(500000, POINT / 2))
 #   BASELINE_S=10        seconds of load over which the normal write rate is measured
+#   SETTLE_S=5           seconds idle before a point's RSS (rss_mib; rss_mib_loaded is
+#                        read as the load stops; a replica checkpoints and trims after
+#                        3 quiet seconds)
 #   CATCHUP_TIMEOUT_S=600  longest a restarted follower may take to catch up
 #   BASE_PORT=7961       replicas on BASE_PORT..BASE_PORT+2 (loopback)
 #   PAXOS_TLS=1          0 = gen-config --no-tls
@@ -67,6 +71,7 @@ SIZE=${SIZE:-100}
 CLIENTS=${CLIENTS:-256}
 CATCHUP=${CATCHUP:-}
 BASELINE_S=${BASELINE_S:-10}
+SETTLE_S=${SETTLE_S:-5}
 CATCHUP_TIMEOUT_S=${CATCHUP_TIMEOUT_S:-600}
 BASE_PORT=${BASE_PORT:-7961}
 PAXOS_TLS=${PAXOS_TLS:-1}
@@ -90,7 +95,7 @@ for p in "${points[@]}"; do
     if ! isnum "$p" || ((p == 0)); then log "error: point '$p' is not a positive slot count"; exit 2; fi
 done
 mapfile -t points < <(printf '%s\n' "${points[@]}" | sort -n -u)
-for v in SIZE CLIENTS BASELINE_S CATCHUP_TIMEOUT_S BASE_PORT EST_BYTES_PER_SLOT MIN_MEM_AVAILABLE_MIB; do
+for v in SIZE CLIENTS BASELINE_S SETTLE_S CATCHUP_TIMEOUT_S BASE_PORT EST_BYTES_PER_SLOT MIN_MEM_AVAILABLE_MIB; do
     isnum "${!v}" || { log "error: $v=${!v} is not a number"; exit 2; }
 done
 [[ -z $CATCHUP ]] || isnum "$CATCHUP" || { log "error: CATCHUP=$CATCHUP is not a number"; exit 2; }
@@ -316,7 +321,11 @@ measure_point() { # measure_point POINT -> one JSON line
         'BEGIN { if (n > 0 && t > 0) printf "%.0f", n / t; else printf "null" }')
     log "point $point: $slots slots decided on every replica (fill ${fill_s}s); leader $ld, follower under test $fu"
 
-    # 1. RSS and disk, idle.
+    # 1. RSS and disk, idle: RSS as the load stops (rss_loaded) and SETTLE_S later
+    # (rss: a replica hands malloc's free pages back once a busy second has passed).
+    local rss_loaded=()
+    for u in 0 1 2; do rss_loaded+=("$(mib "$(rss_kib "${DPID[u]}")")"); done
+    interruptible /dev/null sleep "$SETTLE_S"
     for u in 0 1 2; do
         rss+=("$(mib "$(rss_kib "${DPID[u]}")")")
         d=$(du -sb "$WORK/data/node-$u" | cut -f1)
@@ -324,7 +333,7 @@ measure_point() { # measure_point POINT -> one JSON line
         bps+=("$(calc "$d / $slots" 1)")
         pr+=("$(calc "$d / ($slots * ($SIZE + 24))" 2)")
     done
-    log "rss MiB ${rss[*]}; disk B ${disk[*]}; B/slot ${bps[*]}; x payload ${pr[*]}"
+    log "rss MiB ${rss[*]} (${rss_loaded[*]} as the load stopped); disk B ${disk[*]}; B/slot ${bps[*]}; x payload ${pr[*]}"
 
     # 2. Restart, idle: kill -9 the follower, restart it, time serving and caught up.
     local r_started r_serving r_caught r_rss r_decided0
@@ -439,7 +448,7 @@ measure_point() { # measure_point POINT -> one JSON line
     jq -n -c \
         --argjson point "$point" --argjson slots "$slots" --argjson size "$SIZE" --argjson clients "$CLIENTS" \
         --argjson leader "$ld" --argjson fill_s "$fill_s" --argjson fill_avg "$fill_avg" \
-        --argjson rss "[$(IFS=,; echo "${rss[*]}")]" --argjson disk "[$(IFS=,; echo "${disk[*]}")]" \
+        --argjson rss "[$(IFS=,; echo "${rss[*]}")]" --argjson rss_loaded "[$(IFS=,; echo "${rss_loaded[*]}")]" --argjson disk "[$(IFS=,; echo "${disk[*]}")]" \
         --argjson bps "[$(IFS=,; echo "${bps[*]}")]" --argjson pr "[$(IFS=,; echo "${pr[*]}")]" \
         --argjson fu "$fu" --argjson r_serving "$r_serving" --argjson r_caught "$r_caught" \
         --argjson r_rss "$r_rss" --argjson r_decided0 "$r_decided0" \
@@ -455,7 +464,7 @@ measure_point() { # measure_point POINT -> one JSON line
         --argjson dpeak "$(mib "$dpeak")" \
         --arg loadavg "$(loadavg)" --arg time_src "$([[ ${#tv[@]} -gt 0 ]] && echo time-v || echo proc-vmhwm)" \
         '{point: $point, slots: $slots, size_b: $size, leader: $leader,
-          rss_mib: $rss, disk_bytes: $disk, bytes_per_slot: $bps, payload_ratio: $pr,
+          rss_mib: $rss, rss_mib_loaded: $rss_loaded, disk_bytes: $disk, bytes_per_slot: $bps, payload_ratio: $pr,
           fill_s: $fill_s, fill_slots_per_s: $fill_avg,
           restart_idle: {uid: $fu, load: "none", serving_s: $r_serving, caught_up_s: $r_caught,
                          decided_at_serving: $r_decided0, rss_mib_after: $r_rss},

@@ -5,9 +5,15 @@
 //! steps `Input::Persisted` (a leader's own accept counts as a vote from then on).
 //! Outboxes are handled in order, so a message also waits for every earlier record.
 //!
+//! An idle outbox ([`Flusher::idle`], sent by the core loop once a busy period ends)
+//! checkpoints the store (`SledStorage::checkpoint_idle`: the in-memory tail sealed, the
+//! log emptied) and then hands malloc's free pages back ([`super::allocator::trim`]), so
+//! an idle replica holds neither.
+//!
 //! A storage error is fatal: the flusher reports it on the fatal channel, sends nothing
 //! from the failed batch (or any later one), and stops. Nothing is acknowledged after it.
 
+use super::allocator;
 use super::metrics::Metrics;
 use crate::core::{PeerMessage, Record, Uid};
 use crate::storage::sled_store::SledStorage;
@@ -27,6 +33,8 @@ pub struct Outbox {
     pub seq: u64,
     pub records: Vec<Record>,
     pub messages: Vec<(Uid, PeerMessage)>,
+    /// The write load has stopped: checkpoint and trim after this batch.
+    pub idle: bool,
 }
 
 pub struct Flusher {
@@ -54,8 +62,10 @@ impl Flusher {
                         batch.push(more);
                     }
                     records.clear();
+                    let mut idle = false;
                     for outbox in &mut batch {
                         records.append(&mut outbox.records);
+                        idle |= outbox.idle;
                     }
                     if !records.is_empty() {
                         let started = std::time::Instant::now();
@@ -65,6 +75,25 @@ impl Flusher {
                             return;
                         }
                         metrics.observe_flush(records.len(), started.elapsed());
+                    }
+                    if idle {
+                        let started = std::time::Instant::now();
+                        match storage.checkpoint_idle() {
+                            Ok(checkpointed) => {
+                                let trim = allocator::trim();
+                                debug!(
+                                    checkpointed,
+                                    checkpoint_ms = (started.elapsed() - trim).as_millis() as u64,
+                                    trim_us = trim.as_micros() as u64,
+                                    "idle: checkpointed and gave malloc's free pages back"
+                                );
+                            }
+                            Err(e) => {
+                                error!(error = %e, "storage failed: stopping, nothing more is acknowledged");
+                                let _ = fatal.send(Some(e.to_string()));
+                                return;
+                            }
+                        }
                     }
                     debug!(
                         batches = batch.len(),
@@ -83,6 +112,17 @@ impl Flusher {
             })
             .map_err(|e| Error::io("spawning the flusher thread", e))?;
         Ok(Flusher { tx, thread })
+    }
+
+    /// Asks for an idle checkpoint and trim (see the module doc) after what is queued;
+    /// skipped if the queue is full (then the replica is not idle).
+    pub fn idle(&self) {
+        let _ = self.tx.try_send(Outbox {
+            seq: 0,
+            records: Vec::new(),
+            messages: Vec::new(),
+            idle: true,
+        });
     }
 
     /// Queues one outbox; waits if the flusher is far behind.

@@ -63,6 +63,10 @@ pub const TICK_MS_MIN: u64 = 5;
 pub const TICK_MS_MAX: u64 = 20;
 /// Most inputs stepped before a `Ready` is taken.
 pub const BATCH_INPUTS_MAX: usize = 4096;
+/// Quiet sweeps (seconds with fewer than [`allocator::IDLE_INPUTS_PER_S`] inputs) after a
+/// busy one before the flusher checkpoints and trims ([`Flusher::idle`]): once per burst
+/// of load, not between the requests of a steady trickle.
+pub const IDLE_SWEEPS: u32 = 3;
 /// Bound of the queue of client requests into the core loop.
 const CLIENT_QUEUE_MAX: usize = 65_536;
 /// Bound of the queue of peer messages into the core loop.
@@ -304,6 +308,8 @@ impl Node {
                 .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
                 .collect(),
             last_sweep: Instant::now(),
+            inputs_since_sweep: 0,
+            idle_sweeps: None,
             draining_until: None,
             sent_seq: 0,
             durable_seq: 0,
@@ -363,6 +369,7 @@ impl Node {
                 }
                 stepped += 1;
             }
+            driver.inputs_since_sweep += stepped as u64;
             if let Err(e) = driver.dispatch().await {
                 break Err(e);
             }
@@ -420,6 +427,12 @@ struct Driver {
     catch_up_reading: Vec<Arc<std::sync::atomic::AtomicBool>>,
     last_status: ReplicaStatus,
     last_sweep: Instant,
+    /// Inputs stepped since the last sweep (about a second): below
+    /// [`allocator::IDLE_INPUTS_PER_S`] the replica is idle.
+    inputs_since_sweep: u64,
+    /// `Some(n)`: n quiet sweeps since the last busy one, the idle checkpoint and trim
+    /// ([`Flusher::idle`]) not yet asked for; `None`: asked for (or never busy).
+    idle_sweeps: Option<u32>,
     /// Shutting down: the hand-off runs until then at the latest.
     draining_until: Option<Instant>,
     /// The last `Ready::seq` handed to the flusher, and the last it reported durable.
@@ -495,6 +508,7 @@ impl Driver {
                 seq: ready.seq,
                 records: ready.records,
                 messages,
+                idle: false,
             };
             self.sent_seq = ready.seq;
             if self.flusher.send(outbox).await.is_err() {
@@ -567,6 +581,20 @@ impl Driver {
         if self.last_sweep.elapsed() >= Duration::from_secs(1) {
             self.last_sweep = Instant::now();
             self.waiting.retain(|_, (tx, _)| !tx.is_closed());
+            // Once a busy period ends, checkpoint (no tail in memory) and give the
+            // allocator's free pages back, on the flusher thread.
+            let busy = self.inputs_since_sweep >= allocator::IDLE_INPUTS_PER_S;
+            self.inputs_since_sweep = 0;
+            if busy {
+                self.idle_sweeps = Some(0);
+            } else if let Some(quiet) = self.idle_sweeps {
+                if quiet + 1 >= IDLE_SWEEPS {
+                    self.idle_sweeps = None;
+                    self.flusher.idle();
+                } else {
+                    self.idle_sweeps = Some(quiet + 1);
+                }
+            }
             debug!(
                 uid,
                 waiting = self.waiting.len(),

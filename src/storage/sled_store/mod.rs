@@ -496,6 +496,32 @@ impl SledStorage {
         self.checkpoints
     }
 
+    /// For a replica whose write load has stopped: checkpoints now (seals the in-memory
+    /// tail into segments, writes the pending accepts to sled, empties the write-ahead
+    /// log), so an idle replica holds no tail in memory and a restart replays nothing.
+    /// Does nothing when the log and the tail are empty or while a bulk segment is open
+    /// (a catch-up is running). A failure poisons the store, as in `persist`. Returns
+    /// whether it checkpointed.
+    pub fn checkpoint_idle(&mut self) -> Result<bool, Error> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if self.open.is_some() || (self.wal.len() == 0 && self.tail.len() == 0) {
+            return Ok(false);
+        }
+        match self.checkpoint(None) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                error!(dir = %self.dir.display(), error = %e, "idle checkpoint failed; poisoning the store");
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Every slot below this is applied and durable.
     pub fn decided_upto(&self) -> Slot {
         self.decided_upto

@@ -843,6 +843,35 @@ mod write_ahead_log {
         let s = SledStorage::open(dir.path(), 0, 1).unwrap();
         assert_eq!(s.load().unwrap(), before);
     }
+
+    #[test]
+    fn an_idle_checkpoint_empties_the_log_and_the_tail_and_everything_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "y".repeat(100);
+        let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        assert!(!s.checkpoint_idle().unwrap(), "an empty log: nothing to do");
+        for slot in 0..300 {
+            s.persist(&[accept(slot, 1, &body)]).unwrap();
+            s.persist(&[decided(slot, &body)]).unwrap();
+        }
+        s.persist(&[accept(300, 1, &body)]).unwrap();
+        assert!(s.wal.len() > 0 && s.tail.len() > 0);
+        let before = s.load().unwrap();
+        let checkpoints = s.checkpoints();
+        assert!(s.checkpoint_idle().unwrap());
+        assert_eq!(s.checkpoints(), checkpoints + 1);
+        assert_eq!((s.wal.len(), s.tail.len()), (0, 0), "log and tail empty");
+        assert!(!s.checkpoint_idle().unwrap(), "nothing new: nothing to do");
+        assert_eq!(s.load().unwrap(), before);
+        assert_eq!(s.read_log(0, 1000, usize::MAX).unwrap().len(), 300);
+        // Writes go on after it, and a reopen (replaying nothing) has it all.
+        s.persist(&[decided(300, &body)]).unwrap();
+        let before = s.load().unwrap();
+        drop(s);
+        let s = SledStorage::open(dir.path(), 0, 1).unwrap();
+        assert_eq!(s.load().unwrap(), before);
+        assert_eq!(s.read_log(0, 1000, usize::MAX).unwrap().len(), 301);
+    }
 }
 
 /// A flipped bit in an acknowledged frame with more frames after it is damage, not a
