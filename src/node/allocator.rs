@@ -1,6 +1,6 @@
 //! The process's allocator: glibc malloc's settings, set once at the start of `paxosd`
 //! before any thread exists ([`tune`]), and giving its free pages back once a busy
-//! period ends ([`trim`], called by the driver).
+//! period ends ([`trim`], called by the flusher thread after its idle checkpoint).
 //!
 //! glibc raises its mmap threshold every time a large block served by mmap is freed (up to
 //! 32 MiB), after which blocks of that size come from the heap arenas and stay there once
@@ -35,18 +35,15 @@ pub fn tune() -> bool {
     }
 }
 
-/// Fewer inputs than this in a second make a replica idle for [`trim`]'s purpose (an
-/// idle one steps ~100 ticks and ~20 heartbeats a second).
-pub const IDLE_INPUTS_PER_S: u64 = 1_000;
-
 /// Hands the free memory of every malloc arena back to the kernel (glibc `malloc_trim`:
 /// whole free pages inside the heaps, not only their tops) and returns how long it took.
 ///
 /// Under load a replica's heaps fill with freed buffers (client connections, batches,
 /// chunks): measured on the leader of a 3-replica cluster after 256-client runs, ~3-7 MiB
-/// in use, 25-30 MiB free, and RSS 40-44 MiB; trimmed, RSS 19-24 MiB. It takes 0.5 ms
-/// (median) to 5 ms and holds each arena's lock meanwhile, so the flusher runs it once
-/// when a busy period ends (after the idle checkpoint), never under steady load.
+/// in use, 25-30 MiB free, and RSS 40-44 MiB; trimmed every second, 19-24 MiB; after the
+/// idle checkpoint and one trim, 17.6-19.2 MiB. One trim took 0.5 ms (median) to 5 ms
+/// and holds each arena's lock meanwhile, so the flusher runs it once when a burst of
+/// writes ends (after the idle checkpoint, see `node::IDLE_SWEEPS`).
 pub fn trim() -> std::time::Duration {
     let started = std::time::Instant::now();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

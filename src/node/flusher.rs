@@ -76,6 +76,22 @@ impl Flusher {
                         }
                         metrics.observe_flush(records.len(), started.elapsed());
                     }
+                    debug!(
+                        batches = batch.len(),
+                        records = records.len(),
+                        "flushed"
+                    );
+                    let mut seq = 0;
+                    for outbox in batch.drain(..) {
+                        seq = seq.max(outbox.seq);
+                        for (to, msg) in outbox.messages {
+                            links.send(to, msg);
+                        }
+                    }
+                    if seq > 0 {
+                        durable.send_replace(seq);
+                    }
+                    // After this batch's sends: its messages must not wait for the idle work.
                     if idle {
                         let started = std::time::Instant::now();
                         match storage.checkpoint_idle() {
@@ -95,19 +111,6 @@ impl Flusher {
                             }
                         }
                     }
-                    debug!(
-                        batches = batch.len(),
-                        records = records.len(),
-                        "flushed"
-                    );
-                    let mut seq = 0;
-                    for outbox in batch.drain(..) {
-                        seq = seq.max(outbox.seq);
-                        for (to, msg) in outbox.messages {
-                            links.send(to, msg);
-                        }
-                    }
-                    durable.send_replace(seq);
                 }
             })
             .map_err(|e| Error::io("spawning the flusher thread", e))?;

@@ -63,9 +63,12 @@ pub const TICK_MS_MIN: u64 = 5;
 pub const TICK_MS_MAX: u64 = 20;
 /// Most inputs stepped before a `Ready` is taken.
 pub const BATCH_INPUTS_MAX: usize = 4096;
-/// Quiet sweeps (seconds with fewer than [`allocator::IDLE_INPUTS_PER_S`] inputs) after a
-/// busy one before the flusher checkpoints and trims ([`Flusher::idle`]): once per burst
-/// of load, not between the requests of a steady trickle.
+/// A second in which the decided prefix advanced by this many slots or more is busy
+/// (writes or a catch-up); reads, status polls and a trickle of writes are not.
+pub const IDLE_SLOTS_PER_S: u64 = 1_000;
+/// Quiet sweeps (seconds in which the prefix advanced by less than [`IDLE_SLOTS_PER_S`])
+/// after a busy one before the flusher checkpoints and trims ([`Flusher::idle`]): once
+/// per burst of writes, never under steady load, and at most one segment per burst.
 pub const IDLE_SWEEPS: u32 = 3;
 /// Bound of the queue of client requests into the core loop.
 const CLIENT_QUEUE_MAX: usize = 65_536;
@@ -308,7 +311,7 @@ impl Node {
                 .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
                 .collect(),
             last_sweep: Instant::now(),
-            inputs_since_sweep: 0,
+            decided_at_sweep: 0,
             idle_sweeps: None,
             draining_until: None,
             sent_seq: 0,
@@ -336,7 +339,8 @@ impl Node {
                 }
                 Ok(()) = durable_rx.changed() => {
                     let seq = *durable_rx.borrow_and_update();
-                    driver.durable_seq = seq;
+                    // The max: an idle outbox reports seq 0.
+                    driver.durable_seq = driver.durable_seq.max(seq);
                     driver.replica.step(Input::Persisted { seq });
                     stepped += 1;
                 }
@@ -358,7 +362,8 @@ impl Node {
             while stepped < BATCH_INPUTS_MAX {
                 if durable_rx.has_changed().unwrap_or(false) {
                     let seq = *durable_rx.borrow_and_update();
-                    driver.durable_seq = seq;
+                    // The max: an idle outbox reports seq 0.
+                    driver.durable_seq = driver.durable_seq.max(seq);
                     driver.replica.step(Input::Persisted { seq });
                 } else if let Ok((from, msg)) = peer_rx.try_recv() {
                     driver.replica.step(Input::Peer { from, msg });
@@ -369,7 +374,6 @@ impl Node {
                 }
                 stepped += 1;
             }
-            driver.inputs_since_sweep += stepped as u64;
             if let Err(e) = driver.dispatch().await {
                 break Err(e);
             }
@@ -427,9 +431,9 @@ struct Driver {
     catch_up_reading: Vec<Arc<std::sync::atomic::AtomicBool>>,
     last_status: ReplicaStatus,
     last_sweep: Instant,
-    /// Inputs stepped since the last sweep (about a second): below
-    /// [`allocator::IDLE_INPUTS_PER_S`] the replica is idle.
-    inputs_since_sweep: u64,
+    /// The decided prefix at the last sweep (about a second ago): a replica whose prefix
+    /// advanced by less than [`IDLE_SLOTS_PER_S`] since is quiet.
+    decided_at_sweep: Slot,
     /// `Some(n)`: n quiet sweeps since the last busy one, the idle checkpoint and trim
     /// ([`Flusher::idle`]) not yet asked for; `None`: asked for (or never busy).
     idle_sweeps: Option<u32>,
@@ -583,8 +587,9 @@ impl Driver {
             self.waiting.retain(|_, (tx, _)| !tx.is_closed());
             // Once a busy period ends, checkpoint (no tail in memory) and give the
             // allocator's free pages back, on the flusher thread.
-            let busy = self.inputs_since_sweep >= allocator::IDLE_INPUTS_PER_S;
-            self.inputs_since_sweep = 0;
+            let decided = self.replica.decided_upto();
+            let busy = decided.saturating_sub(self.decided_at_sweep) >= IDLE_SLOTS_PER_S;
+            self.decided_at_sweep = decided;
             if busy {
                 self.idle_sweeps = Some(0);
             } else if let Some(quiet) = self.idle_sweeps {

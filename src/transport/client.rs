@@ -88,8 +88,13 @@ impl ClientLink {
             self.writer.flush().await
         };
         let tls = if self.tls { " (TLS)" } else { "" };
-        sent.await
-            .map_err(|e| Error::io(format!("sending request to {}{tls}", self.addr), e))?;
+        let plaintext = !self.tls;
+        sent.await.map_err(|e| {
+            Error::io(
+                format!("sending request to {}{tls}", self.addr),
+                hint_tls(e, plaintext),
+            )
+        })?;
         let context = || {
             if self.tls {
                 format!("reading response from {} (TLS)", self.addr)
@@ -113,7 +118,9 @@ impl ClientLink {
             )),
             // In TLS 1.3 the replica refuses a client certificate after the handshake:
             // the refusal (an alert) arrives here.
-            Err(Error::Io { source, .. }) => Err(Error::io(context(), source)),
+            // A TLS replica may also reset a plaintext connection (it closed with the
+            // client's bytes unread): say so rather than only "reset".
+            Err(Error::Io { source, .. }) => Err(Error::io(context(), hint_tls(source, !self.tls))),
             // A TLS replica answers a plaintext hello with an alert record, which reads
             // as a bad frame here.
             Err(Error::Frame(reason)) if !self.tls => Err(Error::io(
@@ -128,5 +135,36 @@ impl ClientLink {
             )),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A plaintext connection reset or cut by the replica: most likely a TLS replica that
+/// refused the plaintext hello. Adds that hint to the error (TLS connections as they are).
+fn hint_tls(e: std::io::Error, plaintext: bool) -> std::io::Error {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    if plaintext && matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+        std::io::Error::new(
+            e.kind(),
+            format!("{e} (does the replica require TLS? then the config needs its [tls] section)"),
+        )
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hint_tls;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_reset_plaintext_connection_names_tls_and_a_tls_one_stays_as_it_is() {
+        let reset = || Error::new(ErrorKind::ConnectionReset, "Connection reset by peer");
+        let hinted = hint_tls(reset(), true);
+        assert_eq!(hinted.kind(), ErrorKind::ConnectionReset);
+        assert!(hinted.to_string().contains("require TLS"), "{hinted}");
+        assert!(!hint_tls(reset(), false).to_string().contains("TLS"));
+        let eof = Error::new(ErrorKind::UnexpectedEof, "eof");
+        assert!(!hint_tls(eof, true).to_string().contains("TLS"));
     }
 }

@@ -496,12 +496,12 @@ impl SledStorage {
         self.checkpoints
     }
 
-    /// For a replica whose write load has stopped: checkpoints now (seals the in-memory
-    /// tail into segments, writes the pending accepts to sled, empties the write-ahead
-    /// log), so an idle replica holds no tail in memory and a restart replays nothing.
-    /// Does nothing when the log and the tail are empty or while a bulk segment is open
-    /// (a catch-up is running). A failure poisons the store, as in `persist`. Returns
-    /// whether it checkpointed.
+    /// For a replica whose write load has stopped: seals the open bulk segment if a
+    /// catch-up left one, then checkpoints (seals the in-memory tail into segments,
+    /// writes the pending accepts to sled, empties the write-ahead log), so an idle
+    /// replica holds no tail in memory and a restart replays nothing. Does nothing when
+    /// all of that is empty already. A failure poisons the store, as in `persist`.
+    /// Returns whether it did anything.
     pub fn checkpoint_idle(&mut self) -> Result<bool, Error> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Poisoned {
@@ -509,10 +509,17 @@ impl SledStorage {
                 reason: reason.clone(),
             });
         }
-        if self.open.is_some() || (self.wal.len() == 0 && self.tail.len() == 0) {
+        if self.open.is_none() && self.wal.len() == 0 && self.tail.len() == 0 {
             return Ok(false);
         }
-        match self.checkpoint(None) {
+        let result = self.seal_open().and_then(|()| {
+            if self.wal.len() > 0 || self.tail.len() > 0 {
+                self.checkpoint(None)
+            } else {
+                Ok(())
+            }
+        });
+        match result {
             Ok(()) => Ok(true),
             Err(e) => {
                 error!(dir = %self.dir.display(), error = %e, "idle checkpoint failed; poisoning the store");
