@@ -69,6 +69,12 @@ fn heartbeat(decided_upto: u64) -> PeerMessage {
     }
 }
 
+/// A loopback address nothing listens on (bound once, then released).
+async fn dead_addr() -> SocketAddr {
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    probe.local_addr().unwrap()
+}
+
 fn links(from: Uid, to: SocketAddr, loss: f64) -> (PeerLinks, watch::Sender<bool>) {
     let (tx, rx) = watch::channel(false);
     (
@@ -119,6 +125,8 @@ async fn peer_links_deliver_in_order() {
     }
     expect_heartbeats(&mut server, 1, 0..2000).await;
     assert_eq!(links.dropped(), (0, 0));
+    // Every message written left the byte count (else the link would fill and drop).
+    assert_eq!(links.link_states()[0].queued_bytes, 0);
     // Every byte the link wrote (hello included) was counted as received from uid 1.
     let sent = links.link_states()[0].sent_bytes;
     assert!(sent > 2000 * 8, "sent {sent} bytes");
@@ -345,9 +353,7 @@ async fn loss_one_drops_everything_and_loss_zero_nothing() {
 async fn a_link_to_a_dead_peer_holds_at_most_its_down_byte_bound_and_then_nothing() {
     use paxos::core::{RequestId, Value};
     use paxos::transport::peer::PEER_QUEUE_DOWN_BYTES_MAX;
-    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = dead_addr().await;
     let (links, _stop) = links(1, addr, 0.0);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let value = Value::Msg {
@@ -393,9 +399,7 @@ async fn a_link_to_a_dead_peer_holds_at_most_its_down_byte_bound_and_then_nothin
 #[tokio::test]
 async fn links_reconnect_after_the_listener_restarts() {
     // The link starts before anything listens.
-    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = dead_addr().await;
     let (links, _stop) = links(1, addr, 0.0);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
