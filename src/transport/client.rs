@@ -109,10 +109,9 @@ impl ClientLink {
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     if self.tls {
-                        "the replica closed the connection"
+                        "the replica closed the connection".to_string()
                     } else {
-                        "the replica closed the connection (does it require TLS? \
-                         then the config needs its [tls] section)"
+                        format!("the replica closed the connection ({TLS_HINT})")
                     },
                 ),
             )),
@@ -127,10 +126,7 @@ impl ClientLink {
                 context(),
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!(
-                        "not a paxos answer ({reason}): does the replica require TLS? \
-                         then the config needs its [tls] section"
-                    ),
+                    format!("not a paxos answer ({reason}): {TLS_HINT}"),
                 ),
             )),
             Err(e) => Err(e),
@@ -138,15 +134,15 @@ impl ClientLink {
     }
 }
 
+/// What a plaintext client's connection errors add when the replica may want TLS.
+const TLS_HINT: &str = "does the replica require TLS? then the config needs its [tls] section";
+
 /// A plaintext connection reset or cut by the replica: most likely a TLS replica that
 /// refused the plaintext hello. Adds that hint to the error (TLS connections as they are).
 fn hint_tls(e: std::io::Error, plaintext: bool) -> std::io::Error {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
     if plaintext && matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
-        std::io::Error::new(
-            e.kind(),
-            format!("{e} (does the replica require TLS? then the config needs its [tls] section)"),
-        )
+        std::io::Error::new(e.kind(), format!("{e} ({TLS_HINT})"))
     } else {
         e
     }
