@@ -7,8 +7,8 @@
 //!
 //! An idle outbox ([`Flusher::idle`], sent by the core loop once a busy period ends)
 //! checkpoints the store (`SledStorage::checkpoint_idle`: the in-memory tail sealed, the
-//! log emptied) and then hands malloc's free pages back ([`super::allocator::trim`]), so
-//! an idle replica holds neither.
+//! log emptied, the readers' block cache dropped) and then hands malloc's free pages back
+//! ([`super::allocator::trim`]), so an idle replica holds none of them.
 //!
 //! A storage error is fatal: the flusher reports it on the fatal channel, sends nothing
 //! from the failed batch (or any later one), and stops. Nothing is acknowledged after it.

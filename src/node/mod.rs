@@ -63,12 +63,13 @@ pub const TICK_MS_MIN: u64 = 5;
 pub const TICK_MS_MAX: u64 = 20;
 /// Most inputs stepped before a `Ready` is taken.
 pub const BATCH_INPUTS_MAX: usize = 4096;
-/// A second in which the decided prefix advanced by this many slots or more is busy
-/// (writes or a catch-up); reads, status polls and a trickle of writes are not.
+/// A second in which the decided prefix advanced, or the store served, this many slots
+/// or more is busy (writes, a catch-up, a dump); status polls and a trickle of writes or
+/// reads are not.
 pub const IDLE_SLOTS_PER_S: u64 = 1_000;
-/// Quiet sweeps (seconds in which the prefix advanced by less than [`IDLE_SLOTS_PER_S`])
-/// after a busy one before the flusher checkpoints and trims ([`Flusher::idle`]): once
-/// per burst of writes, never under steady load, and at most one segment per burst.
+/// Quiet sweeps (seconds below [`IDLE_SLOTS_PER_S`]) after a busy one before the flusher
+/// checkpoints, drops the readers' block cache and trims ([`Flusher::idle`]): once per
+/// burst of writes or reads, never under steady load, and at most one segment per burst.
 pub const IDLE_SWEEPS: u32 = 3;
 /// Bound of the queue of client requests into the core loop.
 const CLIENT_QUEUE_MAX: usize = 65_536;
@@ -311,7 +312,7 @@ impl Node {
                 .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
                 .collect(),
             last_sweep: Instant::now(),
-            decided_at_sweep: 0,
+            moved_at_sweep: 0,
             idle_sweeps: None,
             draining_until: None,
             sent_seq: 0,
@@ -431,9 +432,10 @@ struct Driver {
     catch_up_reading: Vec<Arc<std::sync::atomic::AtomicBool>>,
     last_status: ReplicaStatus,
     last_sweep: Instant,
-    /// The decided prefix at the last sweep (about a second ago): a replica whose prefix
-    /// advanced by less than [`IDLE_SLOTS_PER_S`] since is quiet.
-    decided_at_sweep: Slot,
+    /// The decided prefix plus the entries read from the store, at the last sweep (about
+    /// a second ago): a replica where both moved by less than [`IDLE_SLOTS_PER_S`] since
+    /// is quiet.
+    moved_at_sweep: u64,
     /// `Some(n)`: n quiet sweeps since the last busy one, the idle checkpoint and trim
     /// ([`Flusher::idle`]) not yet asked for; `None`: asked for (or never busy).
     idle_sweeps: Option<u32>,
@@ -587,9 +589,9 @@ impl Driver {
             self.waiting.retain(|_, (tx, _)| !tx.is_closed());
             // Once a busy period ends, checkpoint (no tail in memory) and give the
             // allocator's free pages back, on the flusher thread.
-            let decided = self.replica.decided_upto();
-            let busy = decided.saturating_sub(self.decided_at_sweep) >= IDLE_SLOTS_PER_S;
-            self.decided_at_sweep = decided;
+            let moved = self.replica.decided_upto() + self.log.entries_read();
+            let busy = moved.saturating_sub(self.moved_at_sweep) >= IDLE_SLOTS_PER_S;
+            self.moved_at_sweep = moved;
             if busy {
                 self.idle_sweeps = Some(0);
             } else if let Some(quiet) = self.idle_sweeps {

@@ -45,4 +45,10 @@ pub trait LogRead {
         entries_max: usize,
         bytes_max: usize,
     ) -> Result<Vec<LogEntry>, crate::Error>;
+
+    /// Entries returned by `read_log` since the store opened (a replica serving dumps or
+    /// catch-up from its store is busy even when its own prefix stands still).
+    fn entries_read(&self) -> u64 {
+        0
+    }
 }

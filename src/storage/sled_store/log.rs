@@ -109,6 +109,8 @@ pub(super) struct LogShared {
     /// The segment chain from slot 0, in slot order, and the open bulk segment after it.
     segments: RwLock<Chain>,
     cache: Mutex<BlockCache>,
+    /// Entries returned by [`LogShared::read`] since the store opened.
+    entries_read: AtomicU64,
 }
 
 impl LogShared {
@@ -124,7 +126,25 @@ impl LogShared {
                 open: None,
             }),
             cache: Mutex::new(BlockCache::default()),
+            entries_read: AtomicU64::new(0),
         }
+    }
+
+    /// Empties the decoded-block cache and hands its memory back (an idle replica
+    /// holds no cache; the next reader refills it).
+    pub fn drop_cache(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        *cache = BlockCache::default();
+    }
+
+    /// Raw bytes of the blocks in the decoded-block cache.
+    #[cfg(test)]
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).bytes
+    }
+
+    pub fn entries_read(&self) -> u64 {
+        self.entries_read.load(Ordering::Relaxed)
     }
 
     pub fn durable_upto(&self) -> Slot {
@@ -299,6 +319,8 @@ impl LogShared {
                 }
             }
         }
+        self.entries_read
+            .fetch_add(page.entries.len() as u64, Ordering::Relaxed);
         Ok(page.entries)
     }
 }
@@ -396,5 +418,9 @@ impl LogRead for SledLog {
         bytes_max: usize,
     ) -> Result<Vec<LogEntry>, Error> {
         self.shared.read(from_slot, entries_max, bytes_max)
+    }
+
+    fn entries_read(&self) -> u64 {
+        self.shared.entries_read()
     }
 }

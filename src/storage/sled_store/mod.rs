@@ -500,8 +500,8 @@ impl SledStorage {
     /// catch-up left one, then checkpoints (seals the in-memory tail into segments,
     /// writes the pending accepts to sled, empties the write-ahead log), so an idle
     /// replica holds no tail in memory and a restart replays nothing. Does nothing when
-    /// all of that is empty already. A failure poisons the store, as in `persist`.
-    /// Returns whether it did anything.
+    /// all of that is empty already. Always drops the readers' decoded-block cache.
+    /// A failure poisons the store, as in `persist`. Returns whether it checkpointed.
     pub fn checkpoint_idle(&mut self) -> Result<bool, Error> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Poisoned {
@@ -509,6 +509,7 @@ impl SledStorage {
                 reason: reason.clone(),
             });
         }
+        self.log.drop_cache();
         if self.open.is_none() && self.wal.len() == 0 && self.tail.len() == 0 {
             return Ok(false);
         }

@@ -845,7 +845,7 @@ mod write_ahead_log {
     }
 
     #[test]
-    fn an_idle_checkpoint_empties_the_log_and_the_tail_and_everything_survives() {
+    fn an_idle_checkpoint_empties_the_log_the_tail_and_the_block_cache_and_everything_survives() {
         let dir = tempfile::tempdir().unwrap();
         let body = "y".repeat(100);
         let mut s = SledStorage::open(dir.path(), 0, 1).unwrap();
@@ -863,7 +863,16 @@ mod write_ahead_log {
         assert_eq!((s.wal.len(), s.tail.len()), (0, 0), "log and tail empty");
         assert!(!s.checkpoint_idle().unwrap(), "nothing new: nothing to do");
         assert_eq!(s.load().unwrap(), before);
+        let read_before = s.log.entries_read();
         assert_eq!(s.read_log(0, 1000, usize::MAX).unwrap().len(), 300);
+        assert_eq!(s.log.entries_read(), read_before + 300);
+        assert!(s.log.cache_bytes() > 0, "the segment's blocks are cached");
+        assert!(!s.checkpoint_idle().unwrap());
+        assert_eq!(
+            s.log.cache_bytes(),
+            0,
+            "an idle checkpoint drops the block cache"
+        );
         // Writes go on after it, and a reopen (replaying nothing) has it all.
         s.persist(&[decided(300, &body)]).unwrap();
         let before = s.load().unwrap();
