@@ -5,6 +5,7 @@ mod support;
 use paxos::core::{
     Ballot, Input, LogAnswer, LogEntry, LogEntryKind, PeerMessage, PersistentState, PromiseEntry,
     Ready, Record, Replica, ReplicaConfig, Role, Session, Slot, SubmitReply, Value,
+    CATCH_UP_CHUNK_SCALE,
 };
 use support::core_net::{accept, accepted, all_messages, b, heartbeat, id, msg, prepare, show};
 
@@ -536,6 +537,10 @@ fn applied_slots_leave_the_core_once_durable_and_old_answers_come_from_the_store
         (ready.log_sends[0].from_slot, ready.log_sends[0].upto),
         (1, 3)
     );
+    // A CatchUp chunk is CATCH_UP_CHUNK_SCALE Promise chunks (one is in flight at a time).
+    let chunk = config(1).chunk_entries_max;
+    assert_eq!(ready.log_sends[0].entries_max, chunk * CATCH_UP_CHUNK_SCALE);
+    assert_eq!(ready.log_sends[1].entries_max, chunk);
     let LogAnswer::Promise { ballot, .. } = ready.log_sends[1].answer else {
         panic!("expected a promise: {}", show(&ready));
     };

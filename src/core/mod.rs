@@ -83,7 +83,8 @@
 //!   gap); Accepts naming slots `slot_lookahead_max` above it are refused as hostile.
 //! - Decided entries not yet in the store: applied slots whose Decided records are not
 //!   durable yet (`stored_upto..decided_upto`: one flush's worth, and catch-up stops
-//!   asking for more past 32 chunks of them (at most 32 MiB of values), so a laggard fetches at its disk's pace)
+//!   asking for more past 32 x `chunk_entries_max` of them (32,768 slots by default, plus
+//!   the one CatchUp answer in flight), so a laggard fetches at its disk's pace)
 //!   and decided slots
 //!   above a hole (bounded like accepted entries). A slot leaves the core as soon as
 //!   the `Ready` holding its Decided record is reported durable (`Input::Persisted`).
@@ -165,7 +166,7 @@ mod types;
 pub use message::{ClientRef, PeerMessage, PromiseEntry, Record, SlotRange, SubmitReply};
 pub use replica::{
     Input, LogAnswer, LogSend, ReadRef, Ready, Replica, ReplicaConfig, ReplicaStatus, Role,
-    READS_PENDING_MAX, ROUND_MAX, SLOT_LOOKAHEAD_MAX,
+    CATCH_UP_CHUNK_SCALE, READS_PENDING_MAX, ROUND_MAX, SLOT_LOOKAHEAD_MAX,
 };
 pub use sessions::{Session, SessionLookup, Sessions, SESSIONS_CHECKPOINT_SLOTS, SESSIONS_MAX};
 pub use state::PersistentState;

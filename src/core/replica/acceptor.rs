@@ -80,7 +80,9 @@ impl Replica {
             });
         // A slot is in at most one of the two maps (deciding removes the accept).
         let merged = merge_by_slot(accepted, decided, |e| e.slot);
-        let (entries, next_slot) = self.chunk(merged, |e| (e.slot, e.value.size_bytes()));
+        let (entries, next_slot) = self.chunk(merged, self.config.chunk_entries_max, |e| {
+            (e.slot, e.value.size_bytes())
+        });
         let decided_upto = self.decided_upto;
         self.send(
             from,

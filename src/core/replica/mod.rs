@@ -33,6 +33,7 @@ pub use bounds::{ROUND_MAX, SLOT_LOOKAHEAD_MAX};
 use candidate::Campaign;
 use leader::Leadership;
 use learner::CatchUpProgress;
+pub use learner::CATCH_UP_CHUNK_SCALE;
 use quorum::ForwardedReads;
 pub use quorum::{ReadRef, READS_PENDING_MAX};
 use rejoin::{PeerStore, Registration};
@@ -55,7 +56,8 @@ pub struct ReplicaConfig {
     pub batch_bytes_max: usize,
     /// Most slots the leader has proposed but not yet seen chosen (the pipeline window).
     pub inflight_slots_max: usize,
-    /// Most entries in one Promise or CatchUp chunk.
+    /// Most entries in one Promise chunk; a CatchUp chunk holds up to
+    /// [`CATCH_UP_CHUNK_SCALE`] times as many (both at most `batch_bytes_max` bytes).
     pub chunk_entries_max: usize,
     /// Largest chat message body accepted from a client.
     pub body_bytes_max: usize,
@@ -805,7 +807,10 @@ impl Replica {
             to,
             from_slot,
             upto: self.stored_upto,
-            entries_max: self.config.chunk_entries_max,
+            entries_max: match answer {
+                LogAnswer::CatchUp { .. } => self.catch_up_entries_max(),
+                LogAnswer::Promise { .. } => self.config.chunk_entries_max,
+            },
             bytes_max: self.config.batch_bytes_max,
             last: self.accepted.range(from_slot..).next().is_none()
                 && self.decided.range(from_slot..).next().is_none(),
@@ -849,19 +854,20 @@ impl Replica {
     }
 
     /// Takes one chunk of a Promise or CatchUp answer from `items` (in slot order): at
-    /// most `chunk_entries_max` entries and `batch_bytes_max` value bytes (but always at
-    /// least one entry). Returns the chunk and the slot the next chunk starts at (`None`:
+    /// most `entries_max` entries and `batch_bytes_max` value bytes (but always at least
+    /// one entry). Returns the chunk and the slot the next chunk starts at (`None`:
     /// nothing is left). `slot_and_size` gives an item's slot and value bytes.
     fn chunk<T>(
         &self,
         items: impl Iterator<Item = T>,
+        entries_max: usize,
         slot_and_size: impl Fn(&T) -> (Slot, usize),
     ) -> (Vec<T>, Option<Slot>) {
         let mut entries = Vec::new();
         let mut bytes = 0;
         for item in items {
             let (slot, size) = slot_and_size(&item);
-            if entries.len() >= self.config.chunk_entries_max
+            if entries.len() >= entries_max
                 || (bytes > 0 && bytes + size > self.config.batch_bytes_max)
             {
                 return (entries, Some(slot));
