@@ -589,7 +589,10 @@ impl Driver {
             self.waiting.retain(|_, (tx, _)| !tx.is_closed());
             // Once a busy period ends, checkpoint (no tail in memory) and give the
             // allocator's free pages back, on the flusher thread.
-            let moved = self.replica.decided_upto() + self.log.entries_read();
+            let moved = self
+                .replica
+                .decided_upto()
+                .saturating_add(self.log.entries_read());
             let busy = moved.saturating_sub(self.moved_at_sweep) >= IDLE_SLOTS_PER_S;
             self.moved_at_sweep = moved;
             if busy {

@@ -28,8 +28,10 @@ pub(super) const CATCH_UP_CHUNKS_UNSTORED: usize = 32;
 /// A CatchUp answer holds up to this many times `chunk_entries_max` entries (and at most
 /// `batch_bytes_max` value bytes). A laggard asks for one chunk at a time, so it catches
 /// up at a chunk per round trip, and under a full write load that round trip is long
-/// (~15 ms measured: the request and the answer queue behind the writes): 1,024-entry
-/// chunks caught up at 57-88k entries/s, 8,192-entry ones at 144k.
+/// (~15 ms measured: the request and the answer queue behind the writes). Measured with
+/// `bench/growth.sh` (500k slots behind, 256 clients writing) on one slow day:
+/// 1,024-entry answers 57-88k entries/s; 4,096 (this scale) 66-123k; 8,192 144k (one run)
+/// but the cluster's writes fell to 0.54x. Past this, more in flight would help, not size.
 pub const CATCH_UP_CHUNK_SCALE: usize = 4;
 
 /// Most ranges of decided slots above the prefix carried by one Accept or Heartbeat.
